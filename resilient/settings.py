@@ -1,0 +1,90 @@
+"""Validated, frozen settings for the hot path: plain dataclasses, no validation cost per call.
+
+`resilient.config` builds these from a TOML/YAML file; tests and embedders may build them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from resilient.secrets import Secret
+from resilient.units import Rate
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutSettings:
+    """Seconds. `attempt` bounds one try end to end; `total` bounds the call on this provider."""
+
+    connect: float = 5.0
+    read: float = 30.0
+    write: float = 30.0
+    attempt: float = 30.0
+    total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """Attempts include the first. Backoff is exponential with equal jitter between base and cap."""
+
+    attempts: int = 3
+    backoff_base: float = 0.2
+    backoff_cap: float = 5.0
+    max_server_delay: float = 30.0  # a Retry-After longer than this: the provider is down for now
+    budget_ratio: float = 0.2  # retries may add at most this fraction of recent calls...
+    budget_floor: int = 10  # ...plus this many per budget window, so quiet periods can retry
+    budget_window: float = 10.0
+    retry_ambiguous: bool = False  # retry a non-idempotent request that may have been executed
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Opens on a failure ratio over a sliding window; half-open admits `half_open_probes` calls."""
+
+    failure_ratio: float = 0.5
+    window: float = 30.0
+    min_calls: int = 10
+    slow_call: float | None = None  # seconds; a slower call counts as a failure
+    open_for: float = 15.0
+    open_for_max: float = 300.0  # repeated trips lengthen the open period up to this
+    open_growth: float = 2.0
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    name: str
+    kind: str
+    enabled: bool = True
+    base_url: str | None = None
+    api_key: Secret | None = None
+    timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    rate_limit: Rate | None = None
+    rate_limit_per_credential: bool = False
+    max_concurrent: int | None = None  # bulkhead; None: unbounded
+    classify: tuple[tuple[str, str], ...] = ()  # (status pattern like "409" or "5xx", outcome)
+    options: Mapping[str, Any] = _EMPTY  # kind-specific keys (a Mailgun domain, an account id)
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilitySettings:
+    name: str
+    chain: tuple[str, ...]
+    defer: bool = False
+    deadline: float = 3600.0  # a deferred request older than this is dead-lettered, never sent
+    timeout: float | None = None  # the whole call across the chain
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    source: str = "<defaults>"
+    redis_url: str | None = None
+    spool_path: str = ".resilient/spool.db"
+    providers: Mapping[str, ProviderSettings] = _EMPTY
+    capabilities: Mapping[str, CapabilitySettings] = _EMPTY
