@@ -46,3 +46,24 @@ def get(name: str) -> ProviderKind:
 
 
 register(ProviderKind(name="http", capability="http"))
+
+
+@dataclass(frozen=True, slots=True)
+class FacadeKinds:
+    """The classes behind `gw.<capability>` and `gw.sync.<capability>` for one capability kind."""
+
+    async_facade: Callable[[Any, str], Any]
+    sync_facade: Callable[[Any, str], Any]
+
+
+_facades: dict[str, FacadeKinds] = {}
+
+
+def register_facade(capability: str, facades: FacadeKinds) -> None:
+    with _lock:
+        _facades[capability] = facades
+
+
+def facade(capability: str) -> FacadeKinds:
+    kinds()  # facades of entry-point packages register on import, like their kinds
+    return _facades[capability]

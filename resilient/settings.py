@@ -13,7 +13,9 @@ from typing import Any
 from resilient.secrets import Secret
 from resilient.units import Rate
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,9 @@ class ProviderSettings:
     rate_limit_per_credential: bool = False
     max_concurrent: int | None = None  # bulkhead; None: unbounded
     classify: tuple[tuple[str, str], ...] = ()  # (status pattern like "409" or "5xx", outcome)
-    options: Mapping[str, Any] = _EMPTY  # kind-specific keys (a Mailgun domain, an account id)
+    options: Mapping[str, Any] = field(
+        default_factory=_empty
+    )  # kind-specific keys (a Mailgun domain, an account id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,5 +90,5 @@ class GatewaySettings:
     source: str = "<defaults>"
     redis_url: str | None = None
     spool_path: str = ".resilient/spool.db"
-    providers: Mapping[str, ProviderSettings] = _EMPTY
-    capabilities: Mapping[str, CapabilitySettings] = _EMPTY
+    providers: Mapping[str, ProviderSettings] = field(default_factory=_empty)
+    capabilities: Mapping[str, CapabilitySettings] = field(default_factory=_empty)

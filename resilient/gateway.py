@@ -1,0 +1,217 @@
+"""The Gateway: providers and their policies built once from config, capabilities on top."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from resilient import http_capability as _http_capability  # registers the "http" facade
+from resilient import registry
+from resilient.chain import ChainOutcome, chain_plan
+from resilient.errors import (
+    AmbiguousOutcome,
+    ChainExhausted,
+    DeadlineExceeded,
+    FatalError,
+    ResilientError,
+)
+from resilient.executors import run_async, run_sync
+from resilient.pipeline import Operation
+from resilient.policy.outcome_class import Outcome
+from resilient.result import Result, Status
+from resilient.runtime import ProviderRuntime
+from resilient.settings import GatewaySettings
+from resilient.telemetry import CallFinished, EventBus, log_event
+from resilient.transport import AsyncResilientTransport, ResilientTransport
+
+del _http_capability
+
+
+class Gateway:
+    """Entry point of the library: `Gateway.from_config("resilient.toml")`.
+
+    `gw.<capability>` is the async facade of a configured capability (`gw.email.send(...)`),
+    `gw.sync.<capability>` the blocking one. One gateway may serve threads and an event loop at
+    once: policy state is shared and thread-safe.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings or GatewaySettings()
+        self.events = EventBus()
+        self.events.subscribe(log_event)
+        self._providers = {
+            name: ProviderRuntime(
+                ps, self.events, transport=transport, async_transport=async_transport
+            )
+            for name, ps in self.settings.providers.items()
+        }
+        self._chains = {
+            name: tuple(self._providers[p] for p in cap.chain)
+            for name, cap in self.settings.capabilities.items()
+        }
+        self._facades: dict[str, Any] = {}
+        self._sync_facades: dict[str, Any] = {}
+        self.sync = SyncGateway(self)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None) -> Gateway:
+        """Build from a TOML/YAML file, or `$RESILIENT_CONFIG`, or the embedded defaults."""
+        from resilient.config import load_settings
+
+        return cls(load_settings(path))
+
+    # -- providers and capabilities ----------------------------------------------------------
+
+    def provider(self, name: str) -> ProviderRuntime:
+        try:
+            return self._providers[name]
+        except KeyError:
+            raise ResilientError(
+                f"no provider {name!r} in {self.settings.source}; "
+                f"configured: {', '.join(self._providers) or 'none'}"
+            ) from None
+
+    @property
+    def providers(self) -> dict[str, ProviderRuntime]:
+        return dict(self._providers)
+
+    def capability(self, name: str) -> Any:
+        """The async facade of capability `name` (what `gw.<name>` returns)."""
+        return self._facade(name, self._facades, sync=False)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.capability(name)
+
+    def _facade(self, name: str, cache: dict[str, Any], *, sync: bool) -> Any:
+        facade = cache.get(name)
+        if facade is None:
+            if name not in self._chains:
+                raise AttributeError(
+                    f"no capability {name!r} in {self.settings.source}; "
+                    f"configured: {', '.join(self._chains) or 'none'}"
+                )
+            kinds = registry.facade(self._capability_kind(name))
+            make = kinds.sync_facade if sync else kinds.async_facade
+            facade = cache[name] = make(self, name)
+        return facade
+
+    def _capability_kind(self, name: str) -> str:
+        """A capability's facade is chosen by its providers' kinds (all agree; config checks)."""
+        first = self._chains[name][0].settings.kind
+        return registry.get(first).capability
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _start(
+        self, capability: str, deadline: float | None
+    ) -> tuple[tuple[ProviderRuntime, ...], float]:
+        chain = self._chains.get(capability)
+        if chain is None:
+            raise ResilientError(f"no capability {capability!r} in {self.settings.source}")
+        if deadline is None:
+            deadline = self.settings.capabilities[capability].timeout
+        if deadline is None:
+            deadline = sum(rt.natural_deadline() for rt in chain)
+        return chain, chain[0].clock() + deadline
+
+    def call(
+        self, capability: str, op: Operation, *, deadline: float | None = None
+    ) -> Result[httpx.Response]:
+        """Run `op` along the capability's chain, blocking. Raises CallFailed subclasses."""
+        chain, until = self._start(capability, deadline)
+        started = chain[0].clock()
+        end = run_sync(chain_plan(capability, chain, op, until, self.events), op)
+        return self._finish(capability, end, chain[0].clock() - started)
+
+    async def acall(
+        self, capability: str, op: Operation, *, deadline: float | None = None
+    ) -> Result[httpx.Response]:
+        chain, until = self._start(capability, deadline)
+        started = chain[0].clock()
+        end = await run_async(chain_plan(capability, chain, op, until, self.events), op)
+        return self._finish(capability, end, chain[0].clock() - started)
+
+    def _finish(self, capability: str, end: ChainOutcome, latency: float) -> Result[httpx.Response]:
+        status: Status = "delivered" if end.outcome is Outcome.OK else "failed"
+        if self.events.active:
+            self.events.emit(CallFinished(capability, status, end.provider, end.attempts, latency))
+        if end.outcome is Outcome.OK:
+            return Result("delivered", end.provider, end.attempts, end.response)
+        if end.outcome is Outcome.FATAL:
+            error: Exception = FatalError(
+                f"{capability}: {end.provider} rejected the request", end.attempts
+            )
+        elif end.outcome is Outcome.AMBIGUOUS:
+            error = AmbiguousOutcome(
+                f"{capability}: {end.provider} may have acted; not sent elsewhere", end.attempts
+            )
+        elif end.out_of_time:
+            error = DeadlineExceeded(f"{capability}: deadline passed", end.attempts)
+        else:
+            error = ChainExhausted(f"{capability}: no provider could serve the call", end.attempts)
+        error.response = end.response  # type: ignore[attr-defined]
+        raise error from end.error
+
+    # -- SDK transports ---------------------------------------------------------------------
+
+    def transport(
+        self, provider: str, inner: httpx.BaseTransport | None = None
+    ) -> ResilientTransport:
+        """An httpx transport routing every request through `provider`'s pipeline."""
+        return ResilientTransport(self.provider(provider), inner)
+
+    def async_transport(
+        self, provider: str, inner: httpx.AsyncBaseTransport | None = None
+    ) -> AsyncResilientTransport:
+        return AsyncResilientTransport(self.provider(provider), inner)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for rt in self._providers.values():
+            rt.close()
+
+    async def aclose(self) -> None:
+        for rt in self._providers.values():
+            await rt.aclose()
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class SyncGateway:
+    """`gw.sync`: the blocking facades of the same gateway (same providers, same state)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def capability(self, name: str) -> Any:
+        gw = self._gateway
+        return gw._facade(name, gw._sync_facades, sync=True)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.capability(name)

@@ -1,0 +1,180 @@
+"""One call to one provider through the policies, as a sans-I/O plan.
+
+`provider_plan` is a generator: it decides (breaker, bulkhead, limiter, classification, retry
+schedule, budget) and yields the I/O it needs as commands — `Send` one attempt, `Sleep`,
+`Discard` a response — which the sync or async executor (resilient.executors) performs and sends
+back. The decisions exist once; the executors only do I/O. The chain composes these plans with
+`yield from`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from resilient.policy.classify import Verdict
+from resilient.policy.outcome_class import Outcome
+from resilient.policy.retry import jittered_backoff
+from resilient.result import Attempt
+from resilient.runtime import ProviderRuntime
+from resilient.telemetry import AttemptFinished, Rejected, RetryScheduled
+
+
+class Operation(Protocol):
+    """What a call asks of each provider it tries: how to send one attempt, and its semantics."""
+
+    idempotent: bool  # repeating it on the same provider cannot do it twice (key, or safe method)
+    failover_when_ambiguous: bool  # another provider may try after "maybe done" (an LLM chat)
+    credential: str | None  # groups calls for per-credential rate limits
+
+    def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response: ...
+
+    async def asend(self, provider: ProviderRuntime, timeout: float) -> httpx.Response: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    provider: ProviderRuntime
+    timeout: float  # the attempt must end within this many seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    response: httpx.Response  # not returned to anyone: close it, release its connection
+
+
+Command = Send | Sleep | Discard
+Plan = Generator[Command, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """How a provider plan ended. `response`/`error` are the last attempt's, for the caller."""
+
+    outcome: Outcome  # OK, FATAL, AMBIGUOUS, or FAILOVER (move on)
+    response: httpx.Response | None = None
+    error: BaseException | None = None
+    out_of_time: bool = False
+    rejected_by: str | None = None  # set when no attempt was made on this round
+
+
+def provider_plan(
+    rt: ProviderRuntime, op: Operation, deadline: float, attempts: list[Attempt]
+) -> Generator[Command, Any, Step]:
+    """Attempts on `rt` until it serves, the policies say move on, or the deadline comes."""
+    settings, clock, bus = rt.settings, rt.clock, rt.bus
+    retry = settings.retry
+    slow_call = settings.breaker.slow_call
+    start = clock()
+    if settings.timeouts.total is not None:
+        deadline = min(deadline, start + settings.timeouts.total)
+    rt.budget.record_call(start)
+    limiter = rt.limiter_for(op.credential)
+    last: Step = Step(Outcome.FAILOVER, out_of_time=True)
+
+    for number in range(1, retry.attempts + 1):
+        now = clock()
+        if now >= deadline:
+            return Step(last.outcome, last.response, last.error, out_of_time=True)
+        permit = rt.breaker.admit()
+        if permit is None:
+            return _rejected(rt, attempts, "breaker", last)
+        if not rt.bulkhead.try_acquire():
+            rt.breaker.release(permit)
+            return _rejected(rt, attempts, "bulkhead", last)
+        recorded = False
+        try:
+            wait = limiter.reserve(now, deadline - now)
+            if wait is None:
+                return _rejected(rt, attempts, "rate_limit", last)
+            if wait > 0:
+                yield Sleep(wait)
+            sent_at = clock()
+            result = yield Send(rt, max(0.0, min(settings.timeouts.attempt, deadline - sent_at)))
+            latency = clock() - sent_at
+            verdict = _classify(rt, result)
+            health = verdict.health
+            if health and slow_call is not None and latency > slow_call:
+                health = False
+            rt.breaker.record(permit, health, clock())
+            recorded = True
+        finally:
+            rt.bulkhead.release()
+            if not recorded:
+                rt.breaker.release(permit)
+
+        attempt = Attempt(rt.name, verdict.outcome, verdict.status, latency, verdict.reason)
+        attempts.append(attempt)
+        if bus.active:
+            bus.emit(AttemptFinished(rt.name, number, attempt))
+        response = result if isinstance(result, httpx.Response) else None
+        error = result if isinstance(result, BaseException) else None
+        if verdict.outcome is Outcome.OK:
+            return Step(Outcome.OK, response)
+
+        outcome = verdict.outcome
+        hint = verdict.server_delay
+        if hint is not None and (verdict.status == 429 or hint > retry.max_server_delay):
+            limiter.pause_until(clock() + hint)  # every caller of this provider waits, not just us
+            if hint > retry.max_server_delay:
+                outcome = Outcome.FAILOVER  # down for longer than we will wait
+        if outcome is Outcome.AMBIGUOUS:
+            if verdict.timed_out and op.failover_when_ambiguous:
+                outcome = Outcome.FAILOVER  # silent: retrying it only multiplies the wait
+            elif not (op.idempotent or retry.retry_ambiguous):
+                return Step(Outcome.AMBIGUOUS, response, error)
+        last = Step(
+            Outcome.AMBIGUOUS if outcome is Outcome.AMBIGUOUS else Outcome.FAILOVER,
+            response,
+            error,
+        )
+        if outcome is not Outcome.RETRYABLE and outcome is not Outcome.AMBIGUOUS:
+            return Step(outcome, response, error)  # FATAL, or FAILOVER: no retry here
+        if number == retry.attempts:
+            break
+        if not rt.budget.try_spend(clock()):
+            if bus.active:
+                bus.emit(Rejected(rt.name, "retry_budget"))
+            break
+        delay = jittered_backoff(retry, number, hint)
+        if clock() + delay >= deadline:
+            break
+        if response is not None:
+            yield Discard(response)
+            last = Step(last.outcome, None, error)
+        if bus.active:
+            bus.emit(RetryScheduled(rt.name, number + 1, delay, verdict.reason))
+        yield Sleep(delay)
+    return last
+
+
+def _classify(rt: ProviderRuntime, result: object) -> Verdict:
+    if isinstance(result, httpx.Response):
+        return rt.classifier.response(result.status_code, result.headers)
+    assert isinstance(result, BaseException)
+    verdict = rt.classifier.error(result)
+    if verdict is None:
+        raise result  # not a transport failure: a bug, never retried or hidden
+    return verdict
+
+
+_REJECTION_REASONS = {
+    "breaker": "breaker open",
+    "bulkhead": "bulkhead full",
+    "rate_limit": "rate limited",
+}
+
+
+def _rejected(rt: ProviderRuntime, attempts: list[Attempt], by: str, last: Step) -> Step:
+    attempts.append(Attempt(rt.name, Outcome.FAILOVER, None, 0.0, _REJECTION_REASONS[by]))
+    if rt.bus.active:
+        rt.bus.emit(Rejected(rt.name, by))
+    return Step(Outcome.FAILOVER, last.response, last.error, rejected_by=by)

@@ -1,0 +1,133 @@
+"""One provider's live state, shared by every call to it: policies, HTTP clients, events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import pybreaker
+
+from resilient.policy.breaker import Breaker
+from resilient.policy.bulkhead import Bulkhead
+from resilient.policy.classify import Classifier
+from resilient.policy.ratelimit import RateLimiter
+from resilient.policy.retry import RetryBudget
+from resilient.settings import ProviderSettings
+from resilient.telemetry import BreakerChanged, EventBus
+
+
+class _BreakerEvents(pybreaker.CircuitBreakerListener):
+    """Turns pybreaker's state changes into our events."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        old = old_state.name if old_state is not None else "closed"
+        self._bus.emit(BreakerChanged(cb.name or "", old, new_state.name, float(cb.reset_timeout)))
+
+
+class ProviderRuntime:
+    """Built once per provider by the gateway; the pipeline reads it on every attempt."""
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        bus: EventBus,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        breaker_storage: pybreaker.CircuitBreakerStorage | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.enabled = settings.enabled
+        self.bus = bus
+        self.clock = clock
+        self.classifier = Classifier(settings.classify)
+        self.breaker = Breaker(
+            settings.name,
+            settings.breaker,
+            storage=breaker_storage,
+            listeners=[_BreakerEvents(bus)],
+            clock=wall_clock,
+        )
+        self.limiter = RateLimiter(settings.rate_limit)
+        self.bulkhead = Bulkhead(settings.max_concurrent)
+        self.budget = RetryBudget(settings.retry)
+        self._credential_limiters: dict[str, RateLimiter] = {}
+        self._lock = threading.Lock()
+        self._transport = transport
+        self._async_transport = async_transport
+        self._client: httpx.Client | None = None
+        self._aclient: httpx.AsyncClient | None = None
+
+    def limiter_for(self, credential: str | None) -> RateLimiter:
+        """The provider's limiter, or one per credential when configured so."""
+        if credential is None or not self.settings.rate_limit_per_credential:
+            return self.limiter
+        limiter = self._credential_limiters.get(credential)
+        if limiter is None:
+            with self._lock:
+                limiter = self._credential_limiters.setdefault(
+                    credential, RateLimiter(self.settings.rate_limit)
+                )
+        return limiter
+
+    def natural_deadline(self) -> float:
+        """How long a call on this provider can take when nothing else bounds it."""
+        t, r = self.settings.timeouts, self.settings.retry
+        if t.total is not None:
+            return t.total
+        return t.attempt * r.attempts + r.backoff_cap * (r.attempts - 1)
+
+    def attempt_timeout(self, budget: float) -> httpx.Timeout:
+        """httpx phase timeouts for one attempt that must end within `budget` seconds."""
+        t = self.settings.timeouts
+        return httpx.Timeout(
+            connect=min(t.connect, budget),
+            read=min(t.read, budget),
+            write=min(t.write, budget),
+            pool=budget,
+        )
+
+    @property
+    def client(self) -> httpx.Client:
+        """A pooled sync client for this provider's base URL (created on first use)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(
+                        base_url=self.settings.base_url or "", transport=self._transport
+                    )
+        return self._client
+
+    @property
+    def aclient(self) -> httpx.AsyncClient:
+        if self._aclient is None:
+            with self._lock:
+                if self._aclient is None:
+                    self._aclient = httpx.AsyncClient(
+                        base_url=self.settings.base_url or "", transport=self._async_transport
+                    )
+        return self._aclient
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._aclient is not None:
+            await self._aclient.aclose()
+            self._aclient = None

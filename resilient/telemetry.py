@@ -1,0 +1,126 @@
+"""Events for every decision the gateway makes, delivered to listeners; logging is one listener.
+
+Events are plain frozen objects built only when someone listens. A listener that raises is
+logged and skipped: telemetry never breaks a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from resilient.result import Attempt, Status
+from resilient.secrets import redact
+
+logger = logging.getLogger("resilient")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    provider: str
+    number: int  # 1 for the first attempt of a call on this provider
+    attempt: Attempt
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    provider: str
+    number: int  # the attempt about to be made
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChanged:
+    provider: str
+    old: str
+    new: str
+    open_for: float  # seconds the breaker stays open (when new == "open")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A provider not tried (or not tried again): by "breaker", "rate_limit", "bulkhead",
+    "disabled" or "retry_budget"."""
+
+    provider: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailedOver:
+    capability: str
+    provider: str  # the provider given up on
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallFinished:
+    capability: str
+    status: Status
+    provider: str | None
+    attempts: tuple[Attempt, ...]
+    latency: float
+
+
+Event = AttemptFinished | RetryScheduled | BreakerChanged | Rejected | FailedOver | CallFinished
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Fan-out to listeners. `active` lets hot paths skip building events nobody reads."""
+
+    __slots__ = ("_listeners", "_lock", "active")
+
+    def __init__(self) -> None:
+        self._listeners: tuple[Listener, ...] = ()
+        self._lock = threading.Lock()
+        self.active = False
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add a listener; returns the function that removes it."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+            self.active = True
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners = tuple(x for x in self._listeners if x is not listener)
+                self.active = bool(self._listeners)
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("event listener %r failed on %s", listener, type(event).__name__)
+
+
+def log_event(event: Event) -> None:
+    """The stdlib-logging listener: one line per decision, secrets masked, no request bodies."""
+    if isinstance(event, AttemptFinished):
+        level, text = logging.DEBUG, f"attempt {event.number} {event.attempt}"
+    elif isinstance(event, RetryScheduled):
+        level = logging.INFO
+        text = f"{event.provider}: retry {event.number} in {event.delay:.3f}s ({event.reason})"
+    elif isinstance(event, BreakerChanged):
+        level = logging.WARNING if event.new == "open" else logging.INFO
+        extra = f" for {event.open_for:g}s" if event.new == "open" else ""
+        text = f"{event.provider}: breaker {event.old} -> {event.new}{extra}"
+    elif isinstance(event, Rejected):
+        level, text = logging.INFO, f"{event.provider}: not tried ({event.by})"
+    elif isinstance(event, FailedOver):
+        level = logging.WARNING
+        text = f"{event.capability}: failing over from {event.provider} ({event.reason})"
+    else:
+        level = logging.DEBUG if event.status == "delivered" else logging.WARNING
+        text = (
+            f"{event.capability}: {event.status} by {event.provider or '-'} after "
+            f"{len(event.attempts)} attempt(s) in {event.latency * 1000:.0f} ms"
+        )
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s", redact(text))
