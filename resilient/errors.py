@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import httpx
+
 if TYPE_CHECKING:
     from resilient.result import Attempt
 
@@ -28,8 +30,14 @@ class InvalidRequest(ResilientError, ValueError):
 class CallFailed(ResilientError):
     """A call did not succeed. `attempts` lists every attempt on every provider, in order."""
 
-    def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        attempts: Sequence[Attempt] = (),
+        response: httpx.Response | None = None,
+    ) -> None:
         self.attempts = tuple(attempts)
+        self.response = response  # the last provider answer, if there was one (error details)
         super().__init__(message + _describe(self.attempts))
 
 

@@ -13,6 +13,7 @@ from resilient import registry
 from resilient.chain import ChainOutcome, chain_plan
 from resilient.errors import (
     AmbiguousOutcome,
+    CallFailed,
     ChainExhausted,
     DeadlineExceeded,
     FatalError,
@@ -148,20 +149,16 @@ class Gateway:
             self.events.emit(CallFinished(capability, status, end.provider, end.attempts, latency))
         if end.outcome is Outcome.OK:
             return Result("delivered", end.provider, end.attempts, end.response)
+        error: type[CallFailed]
         if end.outcome is Outcome.FATAL:
-            error: Exception = FatalError(
-                f"{capability}: {end.provider} rejected the request", end.attempts
-            )
+            error, text = FatalError, f"{end.provider} rejected the request"
         elif end.outcome is Outcome.AMBIGUOUS:
-            error = AmbiguousOutcome(
-                f"{capability}: {end.provider} may have acted; not sent elsewhere", end.attempts
-            )
+            error, text = AmbiguousOutcome, f"{end.provider} may have acted; not sent elsewhere"
         elif end.out_of_time:
-            error = DeadlineExceeded(f"{capability}: deadline passed", end.attempts)
+            error, text = DeadlineExceeded, "deadline passed"
         else:
-            error = ChainExhausted(f"{capability}: no provider could serve the call", end.attempts)
-        error.response = end.response  # type: ignore[attr-defined]
-        raise error from end.error
+            error, text = ChainExhausted, "no provider could serve the call"
+        raise error(f"{capability}: {text}", end.attempts, end.response) from end.error
 
     # -- SDK transports ---------------------------------------------------------------------
 

@@ -1,0 +1,78 @@
+"""Shared helpers: gateways over the simulator, driven through the sync or the async executor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from resilient.gateway import Gateway
+from resilient.result import Result
+from resilient.settings import (
+    BreakerSettings,
+    CapabilitySettings,
+    GatewaySettings,
+    ProviderSettings,
+    RetrySettings,
+    TimeoutSettings,
+)
+from resilient.testing import SimResponse, Simulator
+
+FAST_RETRY = RetrySettings(attempts=3, backoff_base=0.01, backoff_cap=0.05)
+
+
+def provider(name: str, base_url: str, **overrides: Any) -> ProviderSettings:
+    """A provider with test-sized timeouts and backoff unless overridden."""
+    values: dict[str, Any] = {
+        "timeouts": TimeoutSettings(connect=0.5, read=1.0, write=1.0, attempt=1.0),
+        "retry": FAST_RETRY,
+        "breaker": BreakerSettings(min_calls=5, window=5.0, open_for=0.3, open_for_max=1.0),
+    }
+    values.update(overrides)
+    return ProviderSettings(name=name, kind="http", base_url=base_url, **values)
+
+
+def gateway_for(*providers: ProviderSettings, timeout: float | None = None) -> Gateway:
+    chain = tuple(p.name for p in providers)
+    return Gateway(
+        GatewaySettings(
+            providers={p.name: p for p in providers},
+            capabilities={"http": CapabilitySettings("http", chain, timeout=timeout)},
+        )
+    )
+
+
+Call = Callable[..., Any]
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Every end-to-end behaviour runs through both executors."""
+    return str(request.param)
+
+
+def caller(gw: Gateway, mode: str) -> Callable[..., Any]:
+    """`await call("POST", "/x", json=...)` through gw.http (async) or gw.sync.http in a thread."""
+
+    async def call(method: str, url: str, **kwargs: Any) -> Result[httpx.Response]:
+        if mode == "sync":
+            return await asyncio.to_thread(gw.sync.http.request, method, url, **kwargs)
+        return await gw.http.request(method, url, **kwargs)  # type: ignore[no-any-return]
+
+    return call
+
+
+@pytest.fixture
+def two_providers(simulator: Simulator) -> Iterator[Simulator]:
+    """The simulator serving POST/GET /a/v1/things and /b/v1/things with 200 JSON."""
+    for prefix in ("/a", "/b"):
+        for method in ("GET", "POST"):
+            simulator.route(
+                method,
+                f"{prefix}/v1/things",
+                lambda request, _p=prefix: SimResponse.json({"served_by": _p[1:]}),
+            )
+    yield simulator

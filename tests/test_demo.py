@@ -1,0 +1,22 @@
+"""The quick start's demo, run as a user runs it: a subprocess of the installed command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_tells_the_outage_story() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "resilient.cli", "demo", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr
+    assert "breaker OPEN" in out and "breaker half-open" in out and "breaker closed" in out
+    assert "story complete: no call lost" in out
+    failed_row = next(line for line in out.splitlines() if "│ failed" in line)
+    assert failed_row.split("│")[2].strip() == "0"
