@@ -10,8 +10,14 @@ from resilient.errors import (
     InvalidRequest,
     ResilientError,
 )
+from typing import TYPE_CHECKING, Any
+
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Attempt, Result
+from resilient.secrets import Secret
+
+if TYPE_CHECKING:
+    from resilient.gateway import Gateway
 
 __all__ = [
     "AmbiguousOutcome",
@@ -21,8 +27,19 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "FatalError",
+    "Gateway",
     "InvalidRequest",
     "Outcome",
     "ResilientError",
     "Result",
+    "Secret",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`Gateway` loads on first use: importing `resilient` (as the pytest plugin does) stays cheap."""
+    if name == "Gateway":
+        from resilient.gateway import Gateway
+
+        return Gateway
+    raise AttributeError(f"module 'resilient' has no attribute {name!r}")
