@@ -1,5 +1,7 @@
 """resilient: keeps an application's calls to third-party APIs working while those APIs fail."""
 
+from typing import TYPE_CHECKING, Any
+
 from resilient.errors import (
     AmbiguousOutcome,
     CallFailed,
@@ -10,8 +12,6 @@ from resilient.errors import (
     InvalidRequest,
     ResilientError,
 )
-from typing import TYPE_CHECKING, Any
-
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Attempt, Result
 from resilient.secrets import Secret
@@ -37,7 +37,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """`Gateway` loads on first use: importing `resilient` (as the pytest plugin does) stays cheap."""
+    """`Gateway` loads on first use, so importing `resilient` (the pytest plugin does) stays cheap."""
     if name == "Gateway":
         from resilient.gateway import Gateway
 
