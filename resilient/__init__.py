@@ -37,7 +37,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """`Gateway` loads on first use, so importing `resilient` (the pytest plugin does) stays cheap."""
+    """Load `Gateway` on first use: importing `resilient` (the pytest plugin does) stays cheap."""
     if name == "Gateway":
         from resilient.gateway import Gateway
 
