@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 import httpx
@@ -69,7 +71,9 @@ class ProviderRuntime:
         self._transport = transport
         self._async_transport = async_transport
         self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
+        # An AsyncClient's connections belong to the loop that opened them: one client per loop.
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._aclients = weakref.WeakKeyDictionary()
 
     def limiter_for(self, credential: str | None) -> RateLimiter:
         """The provider's limiter, or one per credential when configured so."""
@@ -113,13 +117,17 @@ class ProviderRuntime:
 
     @property
     def aclient(self) -> httpx.AsyncClient:
-        if self._aclient is None:
+        """A pooled async client for the running event loop (created on first use there)."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
             with self._lock:
-                if self._aclient is None:
-                    self._aclient = httpx.AsyncClient(
+                client = self._aclients.get(loop)
+                if client is None:
+                    client = self._aclients[loop] = httpx.AsyncClient(
                         base_url=self.settings.base_url or "", transport=self._async_transport
                     )
-        return self._aclient
+        return client
 
     def close(self) -> None:
         if self._client is not None:
@@ -127,7 +135,8 @@ class ProviderRuntime:
             self._client = None
 
     async def aclose(self) -> None:
+        """Close the sync client and this loop's async client; other loops' go with their loop."""
         self.close()
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
+        client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
