@@ -108,9 +108,9 @@ class Gateway:
         return facade
 
     def _capability_kind(self, name: str) -> str:
-        """A capability's facade is chosen by its providers' kinds (all agree; config checks)."""
-        first = self._chains[name][0].settings.kind
-        return registry.get(first).capability
+        """The facade follows the providers' kinds; plain "http" providers fit under any."""
+        kinds = {registry.get(rt.settings.kind).capability for rt in self._chains[name]}
+        return next(iter(kinds - {"http"}), "http")
 
     # -- calls ------------------------------------------------------------------------------
 
