@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from types import TracebackType
 from typing import Any
 
@@ -11,12 +13,14 @@ import httpx
 from resilient import http_capability as _http_capability  # registers the "http" facade
 from resilient import registry
 from resilient.chain import ChainOutcome, chain_plan
+from resilient.deferral import DeferrableOperation, DeferralBackend, create_backend
 from resilient.errors import (
     AmbiguousOutcome,
     CallFailed,
     ChainExhausted,
     DeadlineExceeded,
     FatalError,
+    InvalidRequest,
     ResilientError,
 )
 from resilient.executors import run_async, run_sync
@@ -62,6 +66,10 @@ class Gateway:
         self._facades: dict[str, Any] = {}
         self._sync_facades: dict[str, Any] = {}
         self.sync = SyncGateway(self)
+        self._lock = threading.Lock()
+        self._deferral: DeferralBackend | None = None
+        if any(cap.defer for cap in self.settings.capabilities.values()):
+            self._deferral = create_backend(self)  # the embedded one replays while we are open
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Gateway:
@@ -114,34 +122,94 @@ class Gateway:
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _start(
-        self, capability: str, deadline: float | None
-    ) -> tuple[tuple[ProviderRuntime, ...], float]:
-        chain = self._chains.get(capability)
-        if chain is None:
-            raise ResilientError(f"no capability {capability!r} in {self.settings.source}")
-        if deadline is None:
-            deadline = self.settings.capabilities[capability].timeout
-        if deadline is None:
-            deadline = sum(rt.natural_deadline() for rt in chain)
-        return chain, chain[0].clock() + deadline
+    def chain(self, capability: str) -> tuple[ProviderRuntime, ...]:
+        """The providers of `capability`, in fallback order."""
+        try:
+            return self._chains[capability]
+        except KeyError:
+            raise ResilientError(
+                f"no capability {capability!r} in {self.settings.source}; "
+                f"configured: {', '.join(self._chains) or 'none'}"
+            ) from None
+
+    def call_deadline(self, capability: str) -> float:
+        """Seconds a call of `capability` may take: its `timeout`, else what its chain allows."""
+        timeout = self.settings.capabilities[capability].timeout
+        if timeout is not None:
+            return timeout
+        return sum(rt.natural_deadline() for rt in self.chain(capability))
 
     def call(
-        self, capability: str, op: Operation, *, deadline: float | None = None
+        self,
+        capability: str,
+        op: Operation,
+        *,
+        deadline: float | None = None,
+        defer: bool | None = None,
     ) -> Result[httpx.Response]:
-        """Run `op` along the capability's chain, blocking. Raises CallFailed subclasses."""
-        chain, until = self._start(capability, deadline)
+        """Run `op` along the capability's chain, blocking.
+
+        Returns a delivered result, or a deferred one when the chain is exhausted and the call
+        may wait (`defer`: None follows the capability's config). Raises CallFailed subclasses.
+        """
+        chain = self.chain(capability)
+        parkable = self._parkable(capability, op, defer)
         started = chain[0].clock()
+        until = started + (self.call_deadline(capability) if deadline is None else deadline)
         end = run_sync(chain_plan(capability, chain, op, until, self.events), op)
-        return self._finish(capability, end, chain[0].clock() - started)
+        latency = chain[0].clock() - started
+        if parkable is not None and end.outcome is Outcome.FAILOVER:
+            if end.response is not None:
+                end.response.close()
+            return self._park(capability, parkable, end, latency)
+        return self._finish(capability, end, latency)
 
     async def acall(
-        self, capability: str, op: Operation, *, deadline: float | None = None
+        self,
+        capability: str,
+        op: Operation,
+        *,
+        deadline: float | None = None,
+        defer: bool | None = None,
     ) -> Result[httpx.Response]:
-        chain, until = self._start(capability, deadline)
+        """`call` on the running event loop; parking runs in a thread, off the loop."""
+        chain = self.chain(capability)
+        parkable = self._parkable(capability, op, defer)
         started = chain[0].clock()
+        until = started + (self.call_deadline(capability) if deadline is None else deadline)
         end = await run_async(chain_plan(capability, chain, op, until, self.events), op)
-        return self._finish(capability, end, chain[0].clock() - started)
+        latency = chain[0].clock() - started
+        if parkable is not None and end.outcome is Outcome.FAILOVER:
+            if end.response is not None:
+                await end.response.aclose()
+            return await asyncio.to_thread(self._park, capability, parkable, end, latency)
+        return self._finish(capability, end, latency)
+
+    def _parkable(
+        self, capability: str, op: Operation, defer: bool | None
+    ) -> DeferrableOperation | None:
+        """`op` if this call parks when its chain is exhausted; its payload checked up front,
+        so a request that could never be replayed is rejected before anything is sent."""
+        if defer is False or (defer is None and not self.settings.capabilities[capability].defer):
+            return None
+        if not isinstance(op, DeferrableOperation):
+            if defer:
+                raise InvalidRequest(f"{type(op).__name__} operations cannot be deferred")
+            return None
+        op.payload()
+        return op
+
+    def _park(
+        self, capability: str, op: DeferrableOperation, end: ChainOutcome, latency: float
+    ) -> Result[httpx.Response]:
+        with self._lock:
+            if self._deferral is None:
+                self._deferral = create_backend(self)
+            backend = self._deferral
+        deferral_id = backend.park(capability, op, end.attempts)
+        if self.events.active:
+            self.events.emit(CallFinished(capability, "deferred", None, end.attempts, latency))
+        return Result("deferred", None, end.attempts, deferral_id=deferral_id)
 
     def _finish(self, capability: str, end: ChainOutcome, latency: float) -> Result[httpx.Response]:
         status: Status = "delivered" if end.outcome is Outcome.OK else "failed"
@@ -176,10 +244,14 @@ class Gateway:
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._deferral is not None:
+            self._deferral.close()
         for rt in self._providers.values():
             rt.close()
 
     async def aclose(self) -> None:
+        if self._deferral is not None:
+            await asyncio.to_thread(self._deferral.close)
         for rt in self._providers.values():
             await rt.aclose()
 

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from resilient.deferral import register_operation
+from resilient.errors import InvalidRequest
 from resilient.registry import FacadeKinds, register_facade
 from resilient.result import Result
 from resilient.runtime import ProviderRuntime
@@ -16,19 +22,79 @@ if TYPE_CHECKING:
     from resilient.gateway import Gateway
 
 
+# Never parked: credentials are resolved from config at replay, not stored with the request.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+_PARKABLE_ARGUMENTS = frozenset({"json", "content", "params", "headers", "data"})
+
+
 class HttpOperation:
     """One HTTP request, rebuilt for each provider so each gets its own base URL and key."""
 
-    __slots__ = ("credential", "failover_when_ambiguous", "idempotent", "kwargs", "method", "url")
+    kind = "http"
+    __slots__ = (
+        "credential",
+        "failover_when_ambiguous",
+        "idempotent",
+        "kwargs",
+        "method",
+        "operation_id",
+        "url",
+    )
 
     def __init__(self, method: str, url: str, kwargs: dict[str, Any]) -> None:
         self.method = method.upper()
         self.url = url
         self.kwargs = kwargs
         headers = httpx.Headers(kwargs.get("headers"))
-        self.idempotent = self.method in SAFE_METHODS or "idempotency-key" in headers
+        key = headers.get("idempotency-key")
+        self.idempotent = self.method in SAFE_METHODS or key is not None
         self.failover_when_ambiguous = self.method in SAFE_METHODS
         self.credential: str | None = None
+        self.operation_id = key or uuid.uuid4().hex
+
+    def payload(self) -> dict[str, Any]:
+        """What a parked request stores: JSON-safe, credential headers left out."""
+        unsupported = set(self.kwargs) - _PARKABLE_ARGUMENTS
+        if unsupported:
+            raise InvalidRequest(
+                f"cannot defer a request with {', '.join(sorted(unsupported))}: "
+                f"only {', '.join(sorted(_PARKABLE_ARGUMENTS))} can be parked"
+            )
+        body: dict[str, Any] = {"method": self.method, "url": self.url, "id": self.operation_id}
+        for name in ("json", "params", "data"):
+            if name in self.kwargs:
+                body[name] = self.kwargs[name]
+        content = self.kwargs.get("content")
+        if content is not None:
+            raw = content.encode() if isinstance(content, str) else content
+            if not isinstance(raw, bytes):
+                raise InvalidRequest("cannot defer a streamed body: pass bytes or str content")
+            body["content_b64"] = base64.b64encode(raw).decode()
+        headers = httpx.Headers(self.kwargs.get("headers"))
+        body["headers"] = [
+            [name, value]
+            for name, value in headers.multi_items()
+            if name not in _CREDENTIAL_HEADERS
+        ]
+        try:
+            json.dumps(body)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(
+                f"cannot defer a request whose body is not JSON-safe: {exc}"
+            ) from exc
+        return body
+
+    @classmethod
+    def from_payload(cls, body: Mapping[str, Any]) -> HttpOperation:
+        kwargs: dict[str, Any] = {"headers": [tuple(h) for h in body.get("headers", ())]}
+        for name in ("json", "params", "data"):
+            if name in body:
+                kwargs[name] = body[name]
+        if "content_b64" in body:
+            kwargs["content"] = base64.b64decode(body["content_b64"])
+        op = cls(str(body["method"]), str(body["url"]), kwargs)
+        op.operation_id = str(body["id"])
+        return op
 
     def _request(
         self, client: httpx.Client | httpx.AsyncClient, rt: ProviderRuntime, timeout: float
@@ -58,11 +124,20 @@ class HttpFacade:
         self.capability = capability
 
     async def request(
-        self, method: str, url: str, *, deadline: float | None = None, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline: float | None = None,
+        defer: bool | None = None,
+        **kwargs: Any,
     ) -> Result[httpx.Response]:
-        """Like httpx's `request()` (url relative to each provider's base_url), made resilient."""
+        """Like httpx's `request()` (url relative to each provider's base_url), made resilient.
+
+        `defer`: park the request when every provider fails (None: as the capability says).
+        """
         op = HttpOperation(method, url, kwargs)
-        return await self._gateway.acall(self.capability, op, deadline=deadline)
+        return await self._gateway.acall(self.capability, op, deadline=deadline, defer=defer)
 
 
 class SyncHttpFacade:
@@ -73,10 +148,17 @@ class SyncHttpFacade:
         self.capability = capability
 
     def request(
-        self, method: str, url: str, *, deadline: float | None = None, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline: float | None = None,
+        defer: bool | None = None,
+        **kwargs: Any,
     ) -> Result[httpx.Response]:
         op = HttpOperation(method, url, kwargs)
-        return self._gateway.call(self.capability, op, deadline=deadline)
+        return self._gateway.call(self.capability, op, deadline=deadline, defer=defer)
 
 
 register_facade("http", FacadeKinds(HttpFacade, SyncHttpFacade))
+register_operation(HttpOperation.kind, HttpOperation.from_payload)

@@ -137,6 +137,10 @@ class ProviderRuntime:
     async def aclose(self) -> None:
         """Close the sync client and this loop's async client; other loops' go with their loop."""
         self.close()
+        await self.aclose_loop_client()
+
+    async def aclose_loop_client(self) -> None:
+        """Close the async client of the running loop only (a loop that is about to end)."""
         client = self._aclients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from resilient.result import Attempt, Status
 from resilient.secrets import redact
 
 logger = logging.getLogger("resilient")
+logger.addHandler(logging.NullHandler())  # a library logs only where the application says
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +98,9 @@ class EventBus:
         for listener in self._listeners:
             try:
                 listener(event)
-            except Exception:
-                logger.exception("event listener %r failed on %s", listener, type(event).__name__)
+            except Exception:  # logged with its traceback, masked: it may quote a secret
+                text = f"event listener {listener!r} failed on {type(event).__name__}"
+                logger.error("%s", redact(f"{text}\n{traceback.format_exc().rstrip()}"))
 
 
 def log_event(event: Event) -> None:
@@ -114,10 +117,12 @@ def log_event(event: Event) -> None:
     elif isinstance(event, Rejected):
         level, text = logging.INFO, f"{event.provider}: not tried ({event.by})"
     elif isinstance(event, FailedOver):
-        level = logging.WARNING
+        level = logging.INFO
         text = f"{event.capability}: failing over from {event.provider} ({event.reason})"
     else:
-        level = logging.DEBUG if event.status == "delivered" else logging.WARNING
+        level = {"delivered": logging.DEBUG, "deferred": logging.INFO}.get(
+            event.status, logging.WARNING
+        )
         text = (
             f"{event.capability}: {event.status} by {event.provider or '-'} after "
             f"{len(event.attempts)} attempt(s) in {event.latency * 1000:.0f} ms"

@@ -1,0 +1,187 @@
+"""Replays parked requests through the gateway once a provider of their chain can take them.
+
+Per capability: while every provider of the chain is open or disabled, nothing is claimed.
+When one is half-open, a single request is sent as its probe. When one is closed, requests
+drain concurrently at a ramp that starts low and climbs to the chain's rate limit. Each replay
+goes through the same chain, with the same operation id and idempotency key, and never parks
+again: it is delivered, rescheduled with its attempt history, or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from queues.deferred import DeferredRequest
+from queues.ramp import Ramp
+from queues.spool import Spool
+from resilient.deferral import decode_operation
+from resilient.errors import AmbiguousOutcome, CallFailed, FatalError, ResilientError
+from resilient.policy.breaker import CLOSED, HALF_OPEN
+
+if TYPE_CHECKING:
+    from resilient.gateway import Gateway
+
+WAIT, PROBE, DRAIN = "wait", "probe", "drain"
+
+
+@dataclass
+class ReplayStats:
+    delivered: int = 0
+    rescheduled: int = 0
+    dead: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Replayer:
+    def __init__(
+        self,
+        gateway: Gateway,
+        spool: Spool,
+        *,
+        batch: int = 500,
+        concurrency: int = 100,
+        max_tries: int = 20,
+        retry_delay: tuple[float, float] = (1.0, 60.0),
+        ramp_start: float = 20.0,
+        ramp_ceiling: float = 5000.0,
+        poll: float = 0.25,
+    ) -> None:
+        self.gateway = gateway
+        self.spool = spool
+        self.batch = batch
+        self.max_tries = max_tries
+        self.retry_delay = retry_delay
+        self.poll = poll
+        self.stats = ReplayStats()
+        self._concurrency = concurrency
+        self._ramps = {
+            name: Ramp(min(ramp_start, ceiling), ceiling)
+            for name, ceiling in (
+                (cap, self._ceiling(cap, ramp_ceiling))
+                for cap, settings in gateway.settings.capabilities.items()
+                if settings.defer
+            )
+        }
+
+    def _ceiling(self, capability: str, default: float) -> float:
+        """The chain's first rate limit: replay never outruns what the provider allows."""
+        for rt in self.gateway.chain(capability):
+            if rt.settings.rate_limit is not None:
+                return min(default, rt.settings.rate_limit.per_second)
+        return default
+
+    def mode(self, capability: str) -> str:
+        """DRAIN when a provider of the chain is closed, PROBE when one is half-open, else WAIT."""
+        states = {rt.breaker.state for rt in self.gateway.chain(capability) if rt.enabled}
+        if CLOSED in states:
+            return DRAIN
+        return PROBE if HALF_OPEN in states else WAIT
+
+    async def drain_once(self) -> int:
+        """One pass over every deferring capability; returns how many requests were settled."""
+        expired = await asyncio.to_thread(self.spool.expire)
+        if expired:
+            self.stats.dead += expired
+            reason = "deadline passed before delivery"
+            self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + expired
+        settled = expired
+        for capability, ramp in self._ramps.items():
+            mode = self.mode(capability)
+            if mode == WAIT:
+                ramp.restart()
+                continue
+            limit = 1 if mode == PROBE else self.batch
+            lease = self.gateway.call_deadline(capability) + 30.0
+            claimed = await asyncio.to_thread(self.spool.claim, capability, limit, lease)
+            for _, why in claimed.corrupt:
+                self._count("dead", f"corrupt payload: {why}")
+            settled += len(claimed.corrupt)
+            if claimed.requests:
+                settled += await self._replay_all(claimed.requests, ramp)
+        return settled
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain until `stop` is set; idle passes sleep `poll` seconds."""
+        while not stop.is_set():
+            try:
+                busy = await self.drain_once()
+            except ResilientError:
+                busy = 0  # e.g. the chain changed under us: try again next pass
+            if not busy:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll)
+
+    async def _replay_all(self, requests: list[DeferredRequest], ramp: Ramp) -> int:
+        gate = asyncio.Semaphore(self._concurrency)
+        delivered: list[str] = []
+        later: list[tuple[DeferredRequest, float]] = []
+        dead: list[tuple[DeferredRequest, str]] = []
+
+        async def replay(request: DeferredRequest) -> None:
+            async with gate:
+                await self._replay_one(request, ramp, delivered, later, dead)
+
+        tasks = []
+        for request in requests:
+            wait = ramp.reserve(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(replay(request)))
+        await asyncio.gather(*tasks)
+        await asyncio.to_thread(self.spool.settle, delivered=delivered, later=later, dead=dead)
+        self.stats.delivered += len(delivered)
+        self.stats.rescheduled += len(later)
+        for _, why in dead:
+            self._count("dead", why)
+        return len(requests)
+
+    async def _replay_one(
+        self,
+        request: DeferredRequest,
+        ramp: Ramp,
+        delivered: list[str],
+        later: list[tuple[DeferredRequest, float]],
+        dead: list[tuple[DeferredRequest, str]],
+    ) -> None:
+        now = time.time()
+        if now > request.deadline:
+            dead.append((request, "deadline passed before delivery"))
+            return
+        try:
+            op = decode_operation(request.operation, request.payload)
+            remaining = request.deadline - now
+            result = await self.gateway.acall(
+                request.capability,
+                op,
+                defer=False,
+                deadline=min(remaining, self.gateway.call_deadline(request.capability)),
+            )
+        except FatalError as exc:
+            dead.append(
+                (request.with_attempts(exc.attempts, replayed=True), "rejected by provider")
+            )
+        except AmbiguousOutcome as exc:
+            reason = "ambiguous outcome: may have been delivered; reconcile before redriving"
+            dead.append((request.with_attempts(exc.attempts, replayed=True), reason))
+        except CallFailed as exc:
+            ramp.restart()
+            updated = request.with_attempts(exc.attempts, replayed=True)
+            if updated.tries >= self.max_tries:
+                dead.append((updated, f"not delivered after {updated.tries} replays"))
+            else:
+                low, high = self.retry_delay
+                later.append((updated, now + min(high, low * 2.0 ** (updated.tries - 1))))
+        except ResilientError as exc:
+            dead.append((request, f"cannot replay: {exc}"))
+        else:
+            if result.status == "delivered":
+                delivered.append(request.id)
+
+    def _count(self, outcome: str, reason: str) -> None:
+        if outcome == "dead":
+            self.stats.dead += 1
+        self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
