@@ -72,4 +72,4 @@ class EmbeddedBackend:
 
 
 def create(gateway: Gateway) -> EmbeddedBackend:
-    return EmbeddedBackend(gateway)
+    return EmbeddedBackend(gateway, replay=gateway.background_replay)

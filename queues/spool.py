@@ -183,6 +183,29 @@ class Spool:
             rows = self._db.execute(query + " ORDER BY created LIMIT ?", (*args, limit)).fetchall()
         return [Entry(*row) for row in rows]
 
+    def make_due(
+        self,
+        *,
+        request_id: str | None = None,
+        capabilities: Sequence[str] = (),
+        now: float | None = None,
+    ) -> int:
+        """Waiting requests (one, or all of some capabilities) due now instead of later."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            if request_id is not None:
+                return db.execute(
+                    "UPDATE deferred SET due = ? WHERE id = ? AND state = ?",
+                    (now, request_id, READY),
+                ).rowcount
+            return sum(
+                db.execute(
+                    "UPDATE deferred SET due = ? WHERE capability = ? AND state = ?",
+                    (now, capability, READY),
+                ).rowcount
+                for capability in capabilities
+            )
+
     def redrive(self, request_id: str, now: float | None = None) -> bool:
         """A dead letter back in line (its deadline still holds). False if there is none."""
         now = time.time() if now is None else now

@@ -49,8 +49,11 @@ class Gateway:
         *,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        background_replay: bool = True,
     ) -> None:
+        """`background_replay=False`: park deferrals but leave replaying to `resilient worker`."""
         self.settings = settings or GatewaySettings()
+        self.background_replay = background_replay
         self.events = EventBus()
         self.events.subscribe(log_event)
         self._providers = {
@@ -132,6 +135,14 @@ class Gateway:
                 f"configured: {', '.join(self._chains) or 'none'}"
             ) from None
 
+    @property
+    def deferral(self) -> DeferralBackend:
+        """The deferral backend (created on first use when no capability defers by default)."""
+        with self._lock:
+            if self._deferral is None:
+                self._deferral = create_backend(self)
+            return self._deferral
+
     def call_deadline(self, capability: str) -> float:
         """Seconds a call of `capability` may take: its `timeout`, else what its chain allows."""
         timeout = self.settings.capabilities[capability].timeout
@@ -202,11 +213,7 @@ class Gateway:
     def _park(
         self, capability: str, op: DeferrableOperation, end: ChainOutcome, latency: float
     ) -> Result[httpx.Response]:
-        with self._lock:
-            if self._deferral is None:
-                self._deferral = create_backend(self)
-            backend = self._deferral
-        deferral_id = backend.park(capability, op, end.attempts)
+        deferral_id = self.deferral.park(capability, op, end.attempts)
         if self.events.active:
             self.events.emit(CallFinished(capability, "deferred", None, end.attempts, latency))
         return Result("deferred", None, end.attempts, deferral_id=deferral_id)

@@ -1,0 +1,146 @@
+"""`resilient worker` and `resilient queue ...`: run replays, and look after parked requests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from queues.backend import EmbeddedBackend
+from queues.spool import DEAD, Spool
+from resilient.config import load_settings
+from resilient.errors import ResilientError
+from resilient.gateway import Gateway
+
+
+def register(commands: Any) -> None:
+    worker = commands.add_parser("worker", help="replay parked requests until stopped")
+    _config_argument(worker)
+    worker.add_argument("--burst", action="store_true", help="drain what is due now, then exit")
+    worker.set_defaults(handler=_worker)
+
+    queue = commands.add_parser("queue", help="inspect and manage parked requests")
+    _config_argument(queue)
+    queue.add_argument("--json", action="store_true", help="machine-readable output")
+    verbs = queue.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("stats", help="depth, dead letters, age of the oldest request")
+    listing = verbs.add_parser("list", help="parked requests")
+    listing.add_argument("--state", choices=["ready", "leased", "dead"])
+    listing.add_argument("--limit", type=int, default=100)
+    show = verbs.add_parser("show", help="one request with its attempt history")
+    show.add_argument("id")
+    replay = verbs.add_parser("replay", help="make waiting requests due now")
+    target = replay.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", nargs="?")
+    target.add_argument("--provider", help="every request whose chain includes this provider")
+    dead = verbs.add_parser("dead", help="the dead letters")
+    dead.add_argument("--limit", type=int, default=100)
+    redrive = verbs.add_parser("redrive", help="put a dead letter back in line")
+    redrive.add_argument("id")
+    purge = verbs.add_parser("purge", help="delete one dead letter, or all of them")
+    purge.add_argument("id", nargs="?")
+    queue.set_defaults(handler=_queue)
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", help="the gateway config file (default: $RESILIENT_CONFIG)", default=None
+    )
+
+
+def _gateway(args: argparse.Namespace) -> tuple[Gateway, EmbeddedBackend]:
+    gateway = Gateway(load_settings(args.config), background_replay=False)
+    backend = gateway.deferral
+    if not isinstance(backend, EmbeddedBackend):  # pragma: no cover - one backend today
+        raise ResilientError("this command needs the embedded spool backend")
+    return gateway, backend
+
+
+def _worker(args: argparse.Namespace) -> int:
+    gateway, backend = _gateway(args)
+    replayer = backend.replayer
+
+    async def run() -> None:
+        if args.burst:
+            while await replayer.drain_once():
+                pass
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await replayer.run(stop)
+
+    started = time.monotonic()
+    try:
+        asyncio.run(run())
+    finally:
+        gateway.close()
+    stats = asdict(replayer.stats)
+    stats["seconds"] = round(time.monotonic() - started, 3)
+    print(json.dumps(stats))
+    return 0
+
+
+def _queue(args: argparse.Namespace) -> int:
+    gateway, backend = _gateway(args)
+    try:
+        return _queue_verb(args, gateway, backend.spool)
+    finally:
+        gateway.close()
+
+
+def _queue_verb(args: argparse.Namespace, gateway: Gateway, spool: Spool) -> int:
+    verb = args.verb
+    if verb == "stats":
+        return _out(args, spool.stats())
+    if verb in ("list", "dead"):
+        state = DEAD if verb == "dead" else args.state
+        rows = [asdict(e) for e in spool.entries(state, args.limit)]
+        return _out(args, rows)
+    if verb == "show":
+        found = spool.get(args.id)
+        if found is None:
+            raise ResilientError(f"no parked request {args.id!r}")
+        entry, request = found
+        shown: dict[str, Any] = asdict(entry)
+        shown["request"] = request.to_dict() if request is not None else None
+        return _out(args, shown)
+    if verb == "replay":
+        if args.id:
+            changed = spool.make_due(request_id=args.id)
+        else:
+            gateway.provider(args.provider)  # an unknown name is an error, not "0 changed"
+            caps = [
+                name
+                for name, cap in gateway.settings.capabilities.items()
+                if args.provider in cap.chain
+            ]
+            changed = spool.make_due(capabilities=caps)
+        return _out(args, {"due_now": changed})
+    if verb == "redrive":
+        if not spool.redrive(args.id):
+            raise ResilientError(f"no dead letter {args.id!r}")
+        return _out(args, {"redriven": args.id})
+    purged = spool.purge(args.id)
+    return _out(args, {"purged": purged})
+
+
+def _out(args: argparse.Namespace, data: Any) -> int:
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif isinstance(data, list):
+        for row in data:
+            print("  ".join(f"{k}={v}" for k, v in row.items()))
+        if not data:
+            print("(none)")
+    else:
+        for key, value in data.items():
+            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    sys.stdout.flush()
+    return 0
