@@ -158,6 +158,7 @@ class Replayer:
                 request.capability,
                 op,
                 defer=False,
+                replay_of=request.id,
                 deadline=min(remaining, self.gateway.call_deadline(request.capability)),
             )
         except FatalError as exc:

@@ -8,6 +8,7 @@ exits non-zero if any call was lost or the breaker did not open and close again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import statistics
 import tempfile
@@ -33,7 +34,11 @@ from resilient.telemetry import (
 from resilient.testing import Fault, SimRequest, SimResponse, Simulator
 
 CONFIG = """\
-# The demo's config: two interchangeable HTTP providers, primary first.
+# The demo's config: two interchangeable HTTP providers, primary first, for API calls; and
+# notifications, which only the primary sends: they wait out its outage in the spool.
+[gateway]
+spool_path = "{spool}"
+
 [providers.primary]
 kind = "http"
 base_url = "{base}/primary"
@@ -57,7 +62,15 @@ retry = {{ attempts = 2, backoff = "50ms..200ms" }}
 [capabilities.http]
 chain = ["primary", "secondary"]
 timeout = "5s"
+
+[capabilities.notify]
+chain = ["primary"]
+defer = true
+deadline = "10m"
 """
+
+NOTE_EVERY = 4  # one notification for every four API calls
+DRAIN_WAIT = 30.0  # seconds the demo waits, after the traffic, for parked notifications
 
 BREAKER_STYLE = {"closed": "green", "open": "bold red", "half-open": "yellow"}
 
@@ -94,9 +107,21 @@ class Story:
     providers: dict[str, ProviderStats] = field(default_factory=dict)
     calls: int = 0
     delivered: int = 0
+    deferred: int = 0
     failed: int = 0
+    notes_sent: int = 0
+    replayed: int = 0
     latencies: list[float] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    notes_effects: collections.Counter[str | None] = field(default_factory=collections.Counter)
+
+    @property
+    def notes_lost(self) -> int:
+        return self.notes_sent - len(self.notes_effects)
+
+    @property
+    def notes_duplicated(self) -> int:
+        return sum(1 for count in self.notes_effects.values() if count > 1)
 
     def at(self) -> str:
         return f"{time.monotonic() - self.started:5.1f}s"
@@ -125,11 +150,16 @@ class Story:
             }[event.new]
             self.note(f"{event.provider}: {what}")
         elif isinstance(event, CallFinished):
+            if event.replay_of is not None:
+                self.replayed += event.status == "delivered"
+                return
             self.calls += 1
             self.latencies.append(event.latency)
             if event.status == "delivered" and event.provider:
                 self.delivered += 1
                 self.stats(event.provider).served += 1
+            elif event.status == "deferred":
+                self.deferred += 1
             else:
                 self.failed += 1
 
@@ -152,7 +182,7 @@ def _render(story: Story, phase: str, order: list[str]) -> Group:
         )
     header = Text(
         f"{story.at()}  {phase}   calls {story.calls}  delivered {story.delivered}  "
-        f"failed {story.failed}"
+        f"parked {story.deferred}  failed {story.failed}"
     )
     return Group(header, table, Text("\n".join(story.log[-8:]), style="dim"))
 
@@ -166,9 +196,15 @@ async def _traffic(gw: Gateway, timeline: Timeline, story: Story) -> None:
         if due - story.started >= timeline.total:
             break
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        task = asyncio.create_task(gw.http.request("POST", "/v1/messages", json={"n": n}))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        calls = [gw.http.request("POST", "/v1/messages", json={"n": n})]
+        if n % NOTE_EVERY == 0:
+            key = {"Idempotency-Key": f"note-{n}"}
+            calls.append(gw.notify.request("POST", "/v1/notify", json={"n": n}, headers=key))
+            story.notes_sent += 1
+        for call in calls:
+            task = asyncio.create_task(call)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
@@ -176,8 +212,9 @@ async def _run(console: Console, timeline: Timeline, live_display: bool) -> Stor
     with Simulator() as sim, tempfile.TemporaryDirectory() as tmp:
         for prefix in ("/primary", "/secondary"):
             sim.route("POST", f"{prefix}/v1/messages", _accepting(prefix[1:]))
+        sim.route("POST", "/primary/v1/notify", _accepting("note"))
         config = Path(tmp) / "resilient.toml"
-        config.write_text(CONFIG.format(base=sim.base_url))
+        config.write_text(CONFIG.format(base=sim.base_url, spool=Path(tmp) / "spool.db"))
         story = Story()
         async with Gateway.from_config(config) as gw:
             gw.events.subscribe(story.on_event)
@@ -208,13 +245,33 @@ async def _run(console: Console, timeline: Timeline, live_display: bool) -> Stor
                     if live_display:
                         live.update(_render(story, phase, order), refresh=True)
                     await asyncio.wait({traffic}, timeout=0.125)
+                await traffic
+                drain_until = time.monotonic() + DRAIN_WAIT
+                while _notes_delivered(sim) < story.notes_sent < 10**9:
+                    if time.monotonic() > drain_until:
+                        break
+                    if live_display:
+                        live.update(_render(story, "replaying parked notifications", order))
+                        live.refresh()
+                    await asyncio.sleep(0.125)
+                story.note(
+                    f"{story.deferred} notifications parked during the outage, "
+                    f"{story.replayed} replayed after recovery"
+                )
                 live.update(_render(story, "done", order), refresh=True)
-            await traffic
         story.stats("primary")  # present in the summary even if it never served
         for prefix in ("primary", "secondary"):
             received = len(sim.requests(prefix=f"/{prefix}"))
             story.note(f"simulator: {prefix} received {received} requests")
+        story.notes_effects = collections.Counter(
+            r.idempotency_key for r in sim.effects(path="/primary/v1/notify")
+        )
     return story
+
+
+def _notes_delivered(sim: Simulator) -> int:
+    """Distinct notifications that took effect at the provider (duplicates counted once)."""
+    return len({r.idempotency_key for r in sim.effects(path="/primary/v1/notify")})
 
 
 def _accepting(provider: str) -> Callable[[SimRequest], SimResponse]:
@@ -237,6 +294,8 @@ def _summary(console: Console, story: Story) -> None:
     rows = [
         ("calls", story.calls),
         ("delivered", story.delivered),
+        ("parked", story.deferred),
+        ("replayed after recovery", story.replayed),
         ("failed", story.failed),
         ("served by primary", story.stats("primary").served),
         ("served by secondary", story.stats("secondary").served),
@@ -244,6 +303,9 @@ def _summary(console: Console, story: Story) -> None:
         ("fail-overs", sum(s.failovers for s in story.providers.values())),
         ("latency p50", f"{p50 * 1000:.1f} ms"),
         ("latency p99", f"{p99 * 1000:.1f} ms"),
+        ("notifications sent", story.notes_sent),
+        ("lost (counted at the simulator)", story.notes_lost),
+        ("duplicates (counted at the simulator)", story.notes_duplicated),
     ]
     for name, value in rows:
         table.add_row(name, str(value))
@@ -258,9 +320,18 @@ def run(*, quick: bool = False, console: Console | None = None) -> int:
     _summary(console, story)
     opened = any("breaker OPEN" in line for line in story.log)
     closed_after = any("breaker closed" in line for line in story.log)
-    ok = story.failed == 0 and story.calls > 0 and opened and closed_after
+    ok = (
+        story.failed == 0
+        and story.calls > 0
+        and opened
+        and closed_after
+        and story.deferred > 0
+        and story.notes_lost == 0
+        and story.notes_duplicated == 0
+    )
     console.print(
-        "[green]story complete: no call lost, breaker opened and closed again[/green]"
+        "[green]story complete: no call lost, breaker opened and closed again, "
+        "parked notifications replayed exactly once[/green]"
         if ok
         else "[red]the demo did not go as expected (see above)[/red]"
     )

@@ -157,14 +157,16 @@ class Gateway:
         *,
         deadline: float | None = None,
         defer: bool | None = None,
+        replay_of: str | None = None,
     ) -> Result[httpx.Response]:
         """Run `op` along the capability's chain, blocking.
 
         Returns a delivered result, or a deferred one when the chain is exhausted and the call
         may wait (`defer`: None follows the capability's config). Raises CallFailed subclasses.
+        `replay_of` marks the replay of a parked request (in events), and never parks again.
         """
         chain = self.chain(capability)
-        parkable = self._parkable(capability, op, defer)
+        parkable = None if replay_of else self._parkable(capability, op, defer)
         started = chain[0].clock()
         until = started + (self.call_deadline(capability) if deadline is None else deadline)
         end = run_sync(chain_plan(capability, chain, op, until, self.events), op)
@@ -173,7 +175,7 @@ class Gateway:
             if end.response is not None:
                 end.response.close()
             return self._park(capability, parkable, end, latency)
-        return self._finish(capability, end, latency)
+        return self._finish(capability, end, latency, replay_of)
 
     async def acall(
         self,
@@ -182,10 +184,11 @@ class Gateway:
         *,
         deadline: float | None = None,
         defer: bool | None = None,
+        replay_of: str | None = None,
     ) -> Result[httpx.Response]:
         """`call` on the running event loop; parking runs in a thread, off the loop."""
         chain = self.chain(capability)
-        parkable = self._parkable(capability, op, defer)
+        parkable = None if replay_of else self._parkable(capability, op, defer)
         started = chain[0].clock()
         until = started + (self.call_deadline(capability) if deadline is None else deadline)
         end = await run_async(chain_plan(capability, chain, op, until, self.events), op)
@@ -194,7 +197,7 @@ class Gateway:
             if end.response is not None:
                 await end.response.aclose()
             return await asyncio.to_thread(self._park, capability, parkable, end, latency)
-        return self._finish(capability, end, latency)
+        return self._finish(capability, end, latency, replay_of)
 
     def _parkable(
         self, capability: str, op: Operation, defer: bool | None
@@ -218,10 +221,14 @@ class Gateway:
             self.events.emit(CallFinished(capability, "deferred", None, end.attempts, latency))
         return Result("deferred", None, end.attempts, deferral_id=deferral_id)
 
-    def _finish(self, capability: str, end: ChainOutcome, latency: float) -> Result[httpx.Response]:
+    def _finish(
+        self, capability: str, end: ChainOutcome, latency: float, replay_of: str | None
+    ) -> Result[httpx.Response]:
         status: Status = "delivered" if end.outcome is Outcome.OK else "failed"
         if self.events.active:
-            self.events.emit(CallFinished(capability, status, end.provider, end.attempts, latency))
+            self.events.emit(
+                CallFinished(capability, status, end.provider, end.attempts, latency, replay_of)
+            )
         if end.outcome is Outcome.OK:
             return Result("delivered", end.provider, end.attempts, end.response)
         error: type[CallFailed]

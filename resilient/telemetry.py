@@ -65,6 +65,7 @@ class CallFinished:
     provider: str | None
     attempts: tuple[Attempt, ...]
     latency: float
+    replay_of: str | None = None  # the deferral id when this call replays a parked request
 
 
 Event = AttemptFinished | RetryScheduled | BreakerChanged | Rejected | FailedOver | CallFinished

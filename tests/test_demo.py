@@ -18,5 +18,13 @@ def test_demo_tells_the_outage_story() -> None:
     assert run.returncode == 0, out + run.stderr
     assert "breaker OPEN" in out and "breaker half-open" in out and "breaker closed" in out
     assert "story complete: no call lost" in out
-    failed_row = next(line for line in out.splitlines() if "│ failed" in line)
-    assert failed_row.split("│")[2].strip() == "0"
+    assert "parked notifications replayed exactly once" in out.replace("\n", " ")
+
+    def row(name: str) -> str:
+        line = next(line for line in out.splitlines() if f"│ {name}" in line)
+        return line.split("│")[2].strip()
+
+    assert row("failed") == "0"
+    assert int(row("parked")) > 0 and row("replayed after recovery") == row("parked")
+    assert row("lost (counted at the simulator)") == "0"
+    assert row("duplicates (counted at the simulator)") == "0"
