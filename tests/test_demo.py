@@ -18,7 +18,7 @@ def test_demo_tells_the_outage_story() -> None:
     assert run.returncode == 0, out + run.stderr
     assert "breaker OPEN" in out and "breaker half-open" in out and "breaker closed" in out
     assert "story complete: no call lost" in out
-    assert "parked notifications replayed exactly once" in out.replace("\n", " ")
+    assert "parked notifications replayed exactly once" in " ".join(out.split())
 
     def row(name: str) -> str:
         line = next(line for line in out.splitlines() if f"│ {name}" in line)
