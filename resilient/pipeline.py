@@ -74,16 +74,18 @@ def provider_plan(
     retry = settings.retry
     slow_call = settings.breaker.slow_call
     start = clock()
+    call_deadline = deadline
     if settings.timeouts.total is not None:
         deadline = min(deadline, start + settings.timeouts.total)
     rt.budget.record_call(start)
     limiter = rt.limiter_for(op.credential)
     last: Step = Step(Outcome.FAILOVER, out_of_time=True)
+    maybe_done = False  # an attempt may have acted: another provider could do it twice
 
     for number in range(1, retry.attempts + 1):
         now = clock()
-        if now >= deadline:
-            return Step(last.outcome, last.response, last.error, out_of_time=True)
+        if now >= deadline:  # the call's deadline, or only this provider's `total`: move on
+            return Step(last.outcome, last.response, last.error, out_of_time=now >= call_deadline)
         permit = rt.breaker.admit()
         if permit is None:
             return _rejected(rt, attempts, "breaker", last)
@@ -131,13 +133,12 @@ def provider_plan(
                 outcome = Outcome.FAILOVER  # silent: retrying it only multiplies the wait
             elif not (op.idempotent or retry.retry_ambiguous):
                 return Step(Outcome.AMBIGUOUS, response, error)
-        last = Step(
-            Outcome.AMBIGUOUS if outcome is Outcome.AMBIGUOUS else Outcome.FAILOVER,
-            response,
-            error,
-        )
+        maybe_done = maybe_done or outcome is Outcome.AMBIGUOUS
+        last = Step(Outcome.AMBIGUOUS if maybe_done else Outcome.FAILOVER, response, error)
+        if outcome is Outcome.FATAL:
+            return Step(outcome, response, error)
         if outcome is not Outcome.RETRYABLE and outcome is not Outcome.AMBIGUOUS:
-            return Step(outcome, response, error)  # FATAL, or FAILOVER: no retry here
+            return last  # FAILOVER (AMBIGUOUS if an earlier attempt may have acted): no retry
         if number == retry.attempts:
             break
         if not rt.budget.try_spend(clock()):
@@ -177,4 +178,4 @@ def _rejected(rt: ProviderRuntime, attempts: list[Attempt], by: str, last: Step)
     attempts.append(Attempt(rt.name, Outcome.FAILOVER, None, 0.0, _REJECTION_REASONS[by]))
     if rt.bus.active:
         rt.bus.emit(Rejected(rt.name, by))
-    return Step(Outcome.FAILOVER, last.response, last.error, rejected_by=by)
+    return Step(last.outcome, last.response, last.error, rejected_by=by)  # AMBIGUOUS stays

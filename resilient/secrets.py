@@ -41,13 +41,13 @@ class _SecretRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: frozenset[str] = frozenset()
+        self._values: tuple[str, ...] = ()  # longest first: no tail of a longer one survives
 
     def add(self, value: str) -> None:
         if len(value) < 4:
             return  # too short to mask without mangling ordinary text
         with self._lock:
-            self._values = self._values | {value}
+            self._values = tuple(sorted({*self._values, value}, key=len, reverse=True))
 
     def redact(self, text: str) -> str:
         for value in self._values:

@@ -59,6 +59,10 @@ def _deliver(
 ) -> httpx.Response:
     if end.response is not None:
         return end.response
+    if isinstance(end.error, TimeoutError):  # our attempt timeout: raise what httpx would
+        raise httpx.TimeoutException(
+            "no response within the attempt timeout", request=request
+        ) from end.error
     if end.error is not None:
         raise end.error
     reason = end.attempts[-1].reason if end.attempts else "unavailable"

@@ -52,7 +52,7 @@ class RetryBudget:
         """Take one retry from the budget; False when it is spent."""
         with self._lock:
             events, retries = self._window.counts(now)
-            if retries >= self._floor + self._ratio * (events - retries):
+            if retries + 1 > self._floor + self._ratio * (events - retries):
                 return False
             self._window.add(now, failed=True)
             return True
