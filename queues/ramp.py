@@ -1,7 +1,9 @@
 """Replay pacing after a recovery: start slow, double every step, never above the ceiling.
 
 A provider that just came back is fragile; a backlog drained at full speed knocks it over
-again. Sans-I/O like the core policies: `reserve()` returns how long to wait.
+again. Sans-I/O like the core policies: `reserve()` returns how long to wait. Sends within
+`slack` seconds of their slot go at once: an event loop cannot sleep for a fraction of a
+millisecond, so pacing every send separately would cap the rate far below the ramp's.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import math
 
 
 class Ramp:
-    __slots__ = ("_ceiling", "_next_free", "_since", "_start", "_step")
+    __slots__ = ("_ceiling", "_next_free", "_since", "_slack", "_start", "_step")
 
-    def __init__(self, start: float, ceiling: float, step: float = 1.0) -> None:
-        if not 0 < start <= ceiling or step <= 0:
-            raise ValueError("a ramp needs 0 < start <= ceiling and a positive step")
-        self._start, self._ceiling, self._step = start, ceiling, step
+    def __init__(
+        self, start: float, ceiling: float, step: float = 1.0, slack: float = 0.01
+    ) -> None:
+        if not 0 < start <= ceiling or step <= 0 or slack < 0:
+            raise ValueError("a ramp needs 0 < start <= ceiling, a positive step, slack >= 0")
+        self._start, self._ceiling, self._step, self._slack = start, ceiling, step, slack
         self._since: float | None = None  # when the current climb began
         self._next_free = float("-inf")
 
@@ -32,7 +36,8 @@ class Ramp:
             self._since = now
         start = max(now, self._next_free)
         self._next_free = start + 1.0 / self.rate(start)
-        return start - now
+        wait = start - now
+        return wait if wait > self._slack else 0.0
 
     def restart(self) -> None:
         """The provider failed again: the next drain climbs from the start rate."""
