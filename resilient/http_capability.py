@@ -42,6 +42,11 @@ class HttpOperation:
     )
 
     def __init__(self, method: str, url: str, kwargs: dict[str, Any]) -> None:
+        if "timeout" in kwargs:
+            raise InvalidRequest(
+                "timeout= is not taken per call: attempt timeouts come from the provider's "
+                "config; pass deadline= to bound the whole call"
+            )
         self.method = method.upper()
         self.url = url
         self.kwargs = kwargs

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from resilient.policy.breaker import OPEN
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
 from resilient.policy.retry import jittered_backoff
@@ -139,8 +140,8 @@ def provider_plan(
             return Step(outcome, response, error)
         if outcome is not Outcome.RETRYABLE and outcome is not Outcome.AMBIGUOUS:
             return last  # FAILOVER (AMBIGUOUS if an earlier attempt may have acted): no retry
-        if number == retry.attempts:
-            break
+        if number == retry.attempts or rt.breaker.state == OPEN:
+            break  # out of attempts, or this failure opened the breaker: no wait for nothing
         if not rt.budget.try_spend(clock()):
             if bus.active:
                 bus.emit(Rejected(rt.name, "retry_budget"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 import weakref
@@ -18,6 +19,8 @@ from resilient.policy.ratelimit import RateLimiter
 from resilient.policy.retry import RetryBudget
 from resilient.settings import ProviderSettings
 from resilient.telemetry import BreakerChanged, EventBus
+
+MAX_CREDENTIAL_LIMITERS = 4096
 
 
 class _BreakerEvents(pybreaker.CircuitBreakerListener):
@@ -66,7 +69,7 @@ class ProviderRuntime:
         self.limiter = RateLimiter(settings.rate_limit)
         self.bulkhead = Bulkhead(settings.max_concurrent)
         self.budget = RetryBudget(settings.retry)
-        self._credential_limiters: dict[str, RateLimiter] = {}
+        self._credential_limiters: dict[bytes, RateLimiter] = {}
         self._lock = threading.Lock()
         self._transport = transport
         self._async_transport = async_transport
@@ -76,15 +79,22 @@ class ProviderRuntime:
         self._aclients = weakref.WeakKeyDictionary()
 
     def limiter_for(self, credential: str | None) -> RateLimiter:
-        """The provider's limiter, or one per credential when configured so."""
+        """The provider's limiter, or one per credential when configured so.
+
+        Credentials are keyed by a digest (no raw token kept as a key), and the oldest
+        limiters are dropped past MAX_CREDENTIAL_LIMITERS, so rotating tokens cannot grow it.
+        """
         if credential is None or not self.settings.rate_limit_per_credential:
             return self.limiter
-        limiter = self._credential_limiters.get(credential)
+        key = hashlib.blake2b(credential.encode(), digest_size=16).digest()
+        limiter = self._credential_limiters.get(key)
         if limiter is None:
             with self._lock:
-                limiter = self._credential_limiters.setdefault(
-                    credential, RateLimiter(self.settings.rate_limit)
-                )
+                limiter = self._credential_limiters.get(key)
+                if limiter is None:
+                    if len(self._credential_limiters) >= MAX_CREDENTIAL_LIMITERS:
+                        del self._credential_limiters[next(iter(self._credential_limiters))]
+                    limiter = self._credential_limiters[key] = RateLimiter(self.settings.rate_limit)
         return limiter
 
     def natural_deadline(self) -> float:

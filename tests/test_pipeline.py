@@ -443,7 +443,8 @@ async def test_chain_exhausted_carries_every_attempt(h: Harness) -> None:
 
 
 async def test_events_in_order(h: Harness) -> None:
-    """Each decision emits its event, in the order it was taken."""
+    """Each decision emits its event, in the order it was taken; once a failure opens the
+    breaker, no retry is scheduled (it would only wait to be rejected)."""
     hosts = Hosts(a=[503, 502], b=200)
     breaker = BreakerSettings(min_calls=2, failure_ratio=0.5)
     gw = h.gateway(hosts, provider("a", breaker=breaker), provider("b"))
@@ -455,18 +456,16 @@ async def test_events_in_order(h: Harness) -> None:
         "RetryScheduled",
         "BreakerChanged",
         "AttemptFinished",
-        "RetryScheduled",
-        "Rejected",
         "FailedOver",
         "AttemptFinished",
         "CallFinished",
     ]
     finished = h.of(AttemptFinished)
     assert [(e.provider, e.number) for e in finished] == [("a", 1), ("a", 2), ("b", 1)]
-    assert [e.number for e in h.of(RetryScheduled)] == [2, 3]
+    assert [e.number for e in h.of(RetryScheduled)] == [2]
     assert h.of(BreakerChanged) == [BreakerChanged("a", "closed", "open", 15.0)]
-    assert h.of(Rejected) == [Rejected("a", "breaker")]
-    assert h.of(FailedOver) == [FailedOver("http", "a", "breaker open")]
+    assert h.of(Rejected) == []
+    assert h.of(FailedOver) == [FailedOver("http", "a", "502")]
     (done,) = h.of(CallFinished)
     assert (done.status, done.provider, done.attempts) == ("delivered", "b", result.attempts)
 
@@ -627,3 +626,32 @@ def test_executor_rejects_unknown_commands() -> None:
 
     with pytest.raises(TypeError, match="unknown command"):
         run_sync(plan(), _Get())
+
+
+def test_per_credential_limiters_are_separate_and_bounded() -> None:
+    from resilient import runtime as runtime_module
+    from resilient.runtime import ProviderRuntime
+    from resilient.settings import ProviderSettings
+    from resilient.telemetry import EventBus
+    from resilient.units import Rate
+
+    settings = ProviderSettings(
+        "p", "http", rate_limit=Rate(1, 1.0), rate_limit_per_credential=True
+    )
+    rt = ProviderRuntime(settings, EventBus())
+    alice, bob = rt.limiter_for("Bearer alice"), rt.limiter_for("Bearer bob")
+    assert alice is not bob and rt.limiter_for("Bearer alice") is alice
+    assert alice.reserve(0.0, 10.0) == 0.0 and bob.reserve(0.0, 10.0) == 0.0  # one each
+    assert alice.reserve(0.0, 10.0) == pytest.approx(1.0)  # alice's second waits her turn
+    assert rt.limiter_for(None) is rt.limiter
+    for n in range(runtime_module.MAX_CREDENTIAL_LIMITERS + 10):
+        rt.limiter_for(f"Bearer rotated-{n}")
+    assert len(rt._credential_limiters) == runtime_module.MAX_CREDENTIAL_LIMITERS
+
+
+def test_timeout_per_call_is_refused_with_a_pointer_to_deadline() -> None:
+    from resilient import InvalidRequest
+    from resilient.http_capability import HttpOperation
+
+    with pytest.raises(InvalidRequest, match="deadline="):
+        HttpOperation("GET", "/x", {"timeout": 3})
