@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from queues.backend import EmbeddedBackend
-from queues.spool import DEAD, Spool
+from queues.store import DEAD, Store
 from resilient.config import load_settings
 from resilient.errors import ResilientError
 from resilient.gateway import Gateway
@@ -95,7 +95,7 @@ def _queue(args: argparse.Namespace) -> int:
         gateway.close()
 
 
-def _queue_verb(args: argparse.Namespace, gateway: Gateway, spool: Spool) -> int:
+def _queue_verb(args: argparse.Namespace, gateway: Gateway, spool: Store) -> int:
     verb = args.verb
     if verb == "stats":
         return _out(args, spool.stats())

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from queues.deferred import DeferredRequest
 from queues.ramp import Ramp
-from queues.spool import Spool
+from queues.store import Store
 from resilient.deferral import decode_operation
 from resilient.errors import AmbiguousOutcome, CallFailed, FatalError, ResilientError
 from resilient.policy.breaker import CLOSED, HALF_OPEN
@@ -40,7 +40,7 @@ class Replayer:
     def __init__(
         self,
         gateway: Gateway,
-        spool: Spool,
+        spool: Store,
         *,
         batch: int = 500,
         concurrency: int = 100,

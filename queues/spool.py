@@ -14,12 +14,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from queues.deferred import Codec, CorruptRequest, DeferredRequest
-
-READY, LEASED, DEAD = "ready", "leased", "dead"
+from queues.store import DEAD, LEASED, READY, Claimed, Entry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deferred (
@@ -38,29 +36,9 @@ CREATE INDEX IF NOT EXISTS deferred_deadline ON deferred (deadline);
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A stored request as listed: state and timing, without decoding the body."""
-
-    id: str
-    capability: str
-    state: str
-    due: float
-    created: float
-    deadline: float
-    tries: int
-    reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """What a claim hands a worker: decoded requests, and the ids of rows that would not decode."""
-
-    requests: list[DeferredRequest]
-    corrupt: list[tuple[str, str]]  # (id, why): already moved to the dead letters
-
-
 class Spool:
+    """A `queues.store.Store` in one SQLite file."""
+
     def __init__(self, path: str | Path, codec: Codec | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

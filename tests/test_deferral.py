@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from queues.spool import DEAD, Spool
+from queues.spool import Spool
+from queues.store import DEAD
 from resilient import ChainExhausted, FatalError, InvalidRequest, Secret
 from resilient.gateway import Gateway
 from resilient.settings import BreakerSettings, CapabilitySettings, GatewaySettings

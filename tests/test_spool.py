@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from queues.deferred import Codec, CorruptRequest, DeferredRequest
-from queues.spool import DEAD, LEASED, READY, Spool
+from queues.spool import Spool
+from queues.store import DEAD, LEASED, READY
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Attempt
 
