@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from queues.deferred import DeferredRequest
 from queues.ramp import Ramp
@@ -117,13 +117,19 @@ class Replayer:
 
     async def _replay_all(self, requests: list[DeferredRequest], ramp: Ramp) -> int:
         gate = asyncio.Semaphore(self._concurrency)
-        delivered: list[str] = []
-        later: list[tuple[DeferredRequest, float]] = []
-        dead: list[tuple[DeferredRequest, str]] = []
 
         async def replay(request: DeferredRequest) -> None:
             async with gate:
-                await self._replay_one(request, ramp, delivered, later, dead)
+                settlement = await self._replay_one(request, ramp)
+                # Recorded the moment it is known: a worker killed now re-sends nothing it
+                # already delivered (the window left is this one store write).
+                await asyncio.to_thread(self.spool.settle, **settlement)
+            if settlement.get("delivered"):
+                self.stats.delivered += 1
+            elif settlement.get("later"):
+                self.stats.rescheduled += 1
+            for _, why in settlement.get("dead", ()):
+                self._count("dead", why)
 
         tasks = []
         for request in requests:
@@ -132,29 +138,17 @@ class Replayer:
                 await asyncio.sleep(wait)
             tasks.append(asyncio.create_task(replay(request)))
         await asyncio.gather(*tasks)
-        await asyncio.to_thread(self.spool.settle, delivered=delivered, later=later, dead=dead)
-        self.stats.delivered += len(delivered)
-        self.stats.rescheduled += len(later)
-        for _, why in dead:
-            self._count("dead", why)
         return len(requests)
 
-    async def _replay_one(
-        self,
-        request: DeferredRequest,
-        ramp: Ramp,
-        delivered: list[str],
-        later: list[tuple[DeferredRequest, float]],
-        dead: list[tuple[DeferredRequest, str]],
-    ) -> None:
+    async def _replay_one(self, request: DeferredRequest, ramp: Ramp) -> dict[str, Any]:
+        """Replay once; returns the `Store.settle` arguments that record the outcome."""
         now = time.time()
         if now > request.deadline:
-            dead.append((request, "deadline passed before delivery"))
-            return
+            return {"dead": [(request, "deadline passed before delivery")]}
         try:
             op = decode_operation(request.operation, request.payload)
             remaining = request.deadline - now
-            result = await self.gateway.acall(
+            await self.gateway.acall(
                 request.capability,
                 op,
                 defer=False,
@@ -162,25 +156,21 @@ class Replayer:
                 deadline=min(remaining, self.gateway.call_deadline(request.capability)),
             )
         except FatalError as exc:
-            dead.append(
-                (request.with_attempts(exc.attempts, replayed=True), "rejected by provider")
-            )
+            history = request.with_attempts(exc.attempts, replayed=True)
+            return {"dead": [(history, "rejected by provider")]}
         except AmbiguousOutcome as exc:
             reason = "ambiguous outcome: may have been delivered; reconcile before redriving"
-            dead.append((request.with_attempts(exc.attempts, replayed=True), reason))
+            return {"dead": [(request.with_attempts(exc.attempts, replayed=True), reason)]}
         except CallFailed as exc:
             ramp.restart()
             updated = request.with_attempts(exc.attempts, replayed=True)
             if updated.tries >= self.max_tries:
-                dead.append((updated, f"not delivered after {updated.tries} replays"))
-            else:
-                low, high = self.retry_delay
-                later.append((updated, now + min(high, low * 2.0 ** (updated.tries - 1))))
+                return {"dead": [(updated, f"not delivered after {updated.tries} replays")]}
+            low, high = self.retry_delay
+            return {"later": [(updated, now + min(high, low * 2.0 ** (updated.tries - 1)))]}
         except ResilientError as exc:
-            dead.append((request, f"cannot replay: {exc}"))
-        else:
-            if result.status == "delivered":
-                delivered.append(request.id)
+            return {"dead": [(request, f"cannot replay: {exc}")]}
+        return {"delivered": [request.id]}
 
     def _count(self, outcome: str, reason: str) -> None:
         if outcome == "dead":

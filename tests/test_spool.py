@@ -1,15 +1,18 @@
-"""The SQLite spool: durable puts, leased claims, settlement, dead letters, corruption."""
+"""The stores of parked requests, SQLite spool and Redis alike: durable puts, leased claims,
+settlement, expiry, dead letters, corruption. Spool-only behaviour is at the end."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from queues.deferred import Codec, CorruptRequest, DeferredRequest
+from queues.redis_store import RedisStore
 from queues.spool import Spool
-from queues.store import DEAD, LEASED, READY
+from queues.store import DEAD, LEASED, READY, Store
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Attempt
 
@@ -25,9 +28,16 @@ def request(n: int = 0, *, created: float = 1000.0, deadline: float = 5000.0) ->
     )
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Spool:
-    return Spool(tmp_path / "spool.db")
+@pytest.fixture(params=["sqlite", "redis"])
+def spool(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each store-contract test runs on the SQLite spool and on a real redis-server."""
+    store: Store
+    if request.param == "sqlite":
+        store = Spool(tmp_path / "spool.db")
+    else:
+        store = RedisStore.from_url(request.getfixturevalue("redis_url"))
+    yield store
+    store.close()
 
 
 def test_put_then_claim_leases_in_order(spool: Spool) -> None:
@@ -93,9 +103,8 @@ def test_redrive_and_purge_dead_letters(spool: Spool) -> None:
     assert spool.get(b.id) is None
 
 
-def test_a_corrupt_row_is_dead_lettered_and_does_not_block_the_rest(
-    spool: Spool, tmp_path: Path
-) -> None:
+def test_a_corrupt_row_is_dead_lettered_and_does_not_block_the_rest(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
     spool.put(request(0))
     spool.put(request(1))
     db = sqlite3.connect(tmp_path / "spool.db")
@@ -107,6 +116,20 @@ def test_a_corrupt_row_is_dead_lettered_and_does_not_block_the_rest(
     assert len(claimed.requests) == 1 and len(claimed.corrupt) == 1
     (dead,) = spool.entries(DEAD)
     assert dead.reason is not None and dead.reason.startswith("corrupt payload")
+
+
+def test_a_corrupt_redis_entry_is_dead_lettered(redis_url: str) -> None:
+    import redis
+
+    store = RedisStore.from_url(redis_url)
+    store.put(request(0))
+    store.put(request(1))
+    first = store.entries()[0]
+    redis.Redis.from_url(redis_url).hset(f"resilient:q:r:{first.id}", "body", b"{tr")
+    claimed = store.claim("email", 10, lease=30, now=2000)
+    assert len(claimed.requests) == 1 and claimed.corrupt[0][0] == first.id
+    (dead,) = store.entries(DEAD)
+    assert dead.id == first.id and (dead.reason or "").startswith("corrupt payload")
 
 
 def test_spool_survives_reopening(tmp_path: Path) -> None:
