@@ -7,11 +7,13 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from queues.backend import EmbeddedBackend
+from queues.backend import EmbeddedBackend, RedisBackend
 from queues.store import DEAD, Store
 from resilient.config import load_settings
 from resilient.errors import ResilientError
@@ -53,16 +55,18 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _gateway(args: argparse.Namespace) -> tuple[Gateway, EmbeddedBackend]:
+def _gateway(args: argparse.Namespace) -> tuple[Gateway, EmbeddedBackend | RedisBackend]:
     gateway = Gateway(load_settings(args.config), background_replay=False)
     backend = gateway.deferral
-    if not isinstance(backend, EmbeddedBackend):  # pragma: no cover - one backend today
-        raise ResilientError("this command needs the embedded spool backend")
+    if not isinstance(backend, (EmbeddedBackend, RedisBackend)):  # pragma: no cover
+        raise ResilientError("this command needs one of the queues package's backends")
     return gateway, backend
 
 
 def _worker(args: argparse.Namespace) -> int:
     gateway, backend = _gateway(args)
+    if isinstance(backend, RedisBackend) and not args.burst:
+        return _rq_worker(args, gateway, backend)
     replayer = backend.replayer
 
     async def run() -> None:
@@ -87,10 +91,38 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rq_worker(args: argparse.Namespace, gateway: Gateway, backend: RedisBackend) -> int:
+    """RQ workers with the scheduler; each deferring capability gets its drain job going."""
+    from rq import SimpleWorker
+
+    from queues import rq_jobs
+
+    config = str(Path(args.config).resolve()) if args.config else None
+    connection = backend.redis._redis
+    capabilities = backend.replayer.capabilities
+    for capability in capabilities:
+        rq_jobs.schedule(connection, config, capability)
+    stop = threading.Event()
+    rearm = threading.Thread(
+        target=rq_jobs.keep_scheduled,
+        args=(connection, config, capabilities, stop),
+        name="resilient-rearm",
+        daemon=True,
+    )
+    rearm.start()
+    worker = SimpleWorker([rq_jobs.QUEUE], connection=connection)
+    try:
+        worker.work(with_scheduler=True, logging_level="WARNING")
+    finally:
+        stop.set()
+        gateway.close()
+    return 0
+
+
 def _queue(args: argparse.Namespace) -> int:
     gateway, backend = _gateway(args)
     try:
-        return _queue_verb(args, gateway, backend.spool)
+        return _queue_verb(args, gateway, backend.store)
     finally:
         gateway.close()
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from resilient.gateway import Gateway
 
 WAIT, PROBE, DRAIN = "wait", "probe", "drain"
+LEASE_MARGIN = 5.0  # a claim outlives the longest replay (the call deadline) by this much
 
 
 @dataclass
@@ -83,26 +84,41 @@ class Replayer:
 
     async def drain_once(self) -> int:
         """One pass over every deferring capability; returns how many requests were settled."""
+        settled = await self.expire()
+        for capability in self._ramps:
+            settled += await self.drain(capability)
+        return settled
+
+    async def expire(self) -> int:
+        """Dead-letter whatever waited past its deadline, whatever its chain's state."""
         expired = await asyncio.to_thread(self.spool.expire)
         if expired:
             self.stats.dead += expired
             reason = "deadline passed before delivery"
             self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + expired
-        settled = expired
-        for capability, ramp in self._ramps.items():
-            mode = self.mode(capability)
-            if mode == WAIT:
-                ramp.restart()
-                continue
-            limit = 1 if mode == PROBE else self.batch
-            lease = self.gateway.call_deadline(capability) + 30.0
-            claimed = await asyncio.to_thread(self.spool.claim, capability, limit, lease)
-            for _, why in claimed.corrupt:
-                self._count("dead", f"corrupt payload: {why}")
-            settled += len(claimed.corrupt)
-            if claimed.requests:
-                settled += await self._replay_all(claimed.requests, ramp)
+        return expired
+
+    async def drain(self, capability: str) -> int:
+        """One claim of `capability`'s due requests, replayed as its chain allows."""
+        ramp = self._ramps[capability]
+        mode = self.mode(capability)
+        if mode == WAIT:
+            ramp.restart()
+            return 0
+        limit = 1 if mode == PROBE else self.batch
+        lease = self.gateway.call_deadline(capability) + LEASE_MARGIN
+        claimed = await asyncio.to_thread(self.spool.claim, capability, limit, lease)
+        for _, why in claimed.corrupt:
+            self._count("dead", f"corrupt payload: {why}")
+        settled = len(claimed.corrupt)
+        if claimed.requests:
+            settled += await self._replay_all(claimed.requests, ramp)
         return settled
+
+    @property
+    def capabilities(self) -> list[str]:
+        """The capabilities whose parked requests this replayer drains."""
+        return list(self._ramps)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain until `stop` is set; idle passes sleep `poll` seconds."""
