@@ -30,6 +30,11 @@ SPILL_CHECK_INTERVAL = 1.0  # seconds between looks at the spill while Redis was
 SPILL_BATCH = 500
 
 
+def _codec(gateway: Gateway) -> Codec:
+    key = gateway.settings.encryption_key
+    return Codec(key.reveal() if key else None)
+
+
 def _parked(
     gateway: Gateway, capability: str, op: DeferrableOperation, attempts: tuple[Attempt, ...]
 ) -> DeferredRequest:
@@ -73,7 +78,7 @@ class _Background:
 
 class EmbeddedBackend:
     def __init__(self, gateway: Gateway, *, replay: bool = True) -> None:
-        self.spool = Spool(gateway.settings.spool_path, Codec())
+        self.spool = Spool(gateway.settings.spool_path, _codec(gateway))
         self.store: Store = self.spool
         self._gateway = gateway
         self.replayer = Replayer(gateway, self.spool)
@@ -101,9 +106,9 @@ class RedisBackend:
         from queues.redis_store import RedisStore
 
         self._gateway = gateway
-        self.redis = RedisStore.from_url(redis_url, Codec())
+        self.redis = RedisStore.from_url(redis_url, _codec(gateway))
         self.store: Store = self.redis
-        self.spill = Spool(gateway.settings.spool_path, Codec())
+        self.spill = Spool(gateway.settings.spool_path, _codec(gateway))
         self.replayer = Replayer(gateway, self.redis)
         self.spilled = 0
         self._mover = _Background("resilient-spill-mover", self._move_spill)

@@ -21,6 +21,7 @@ from queues.store import Store
 from resilient.deferral import decode_operation
 from resilient.errors import AmbiguousOutcome, CallFailed, FatalError, ResilientError
 from resilient.policy.breaker import CLOSED, HALF_OPEN
+from resilient.telemetry import DeadLettered
 
 if TYPE_CHECKING:
     from resilient.gateway import Gateway
@@ -144,8 +145,9 @@ class Replayer:
                 self.stats.delivered += 1
             elif settlement.get("later"):
                 self.stats.rescheduled += 1
-            for _, why in settlement.get("dead", ()):
+            for buried, why in settlement.get("dead", ()):
                 self._count("dead", why)
+                self._dead_letter(buried.capability, buried.id, why)
 
         tasks = []
         for request in requests:
@@ -187,6 +189,11 @@ class Replayer:
         except ResilientError as exc:
             return {"dead": [(request, f"cannot replay: {exc}")]}
         return {"delivered": [request.id]}
+
+    def _dead_letter(self, capability: str, deferral_id: str, reason: str) -> None:
+        events = self.gateway.events
+        if events.active:
+            events.emit(DeadLettered(capability, deferral_id, reason))
 
     def _count(self, outcome: str, reason: str) -> None:
         if outcome == "dead":

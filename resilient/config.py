@@ -13,6 +13,8 @@ is given, unset `connect` becomes min(default connect, attempt) and unset `read`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import math
 import os
@@ -166,6 +168,23 @@ class _Table(BaseModel):
 class _Gateway(_Table):
     redis_url: str | None = _GATEWAY.redis_url
     spool_path: Annotated[str, Field(min_length=1)] = _GATEWAY.spool_path
+    encryption_key: str | None = None
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet_key(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(value.encode())
+        except (ValueError, binascii.Error):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(
+                "expected a Fernet key (32 url-safe base64-encoded bytes, as made by "
+                "cryptography.fernet.Fernet.generate_key())"
+            )
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -366,6 +385,7 @@ class _Loader:
             source=self.source,
             redis_url=gateway.redis_url,
             spool_path=gateway.spool_path,
+            encryption_key=Secret(gateway.encryption_key) if gateway.encryption_key else None,
             providers=types.MappingProxyType(providers),
             capabilities=types.MappingProxyType(capabilities),
         )

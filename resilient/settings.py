@@ -90,5 +90,6 @@ class GatewaySettings:
     source: str = "<defaults>"
     redis_url: str | None = None
     spool_path: str = ".resilient/spool.db"
+    encryption_key: Secret | None = None  # Fernet key: parked payloads unreadable without it
     providers: Mapping[str, ProviderSettings] = field(default_factory=_empty)
     capabilities: Mapping[str, CapabilitySettings] = field(default_factory=_empty)

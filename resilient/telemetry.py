@@ -68,7 +68,24 @@ class CallFinished:
     replay_of: str | None = None  # the deferral id when this call replays a parked request
 
 
-Event = AttemptFinished | RetryScheduled | BreakerChanged | Rejected | FailedOver | CallFinished
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """A parked request that will not be replayed again (past its deadline, rejected, ...)."""
+
+    capability: str
+    deferral_id: str
+    reason: str
+
+
+Event = (
+    AttemptFinished
+    | RetryScheduled
+    | BreakerChanged
+    | Rejected
+    | FailedOver
+    | CallFinished
+    | DeadLettered
+)
 Listener = Callable[[Event], None]
 
 
@@ -117,6 +134,9 @@ def log_event(event: Event) -> None:
         text = f"{event.provider}: breaker {event.old} -> {event.new}{extra}"
     elif isinstance(event, Rejected):
         level, text = logging.INFO, f"{event.provider}: not tried ({event.by})"
+    elif isinstance(event, DeadLettered):
+        level = logging.WARNING
+        text = f"{event.capability}: dead letter {event.deferral_id} ({event.reason})"
     elif isinstance(event, FailedOver):
         level = logging.INFO
         text = f"{event.capability}: failing over from {event.provider} ({event.reason})"

@@ -15,6 +15,7 @@ from queues.store import DEAD
 from resilient import ChainExhausted, FatalError, InvalidRequest, Secret
 from resilient.gateway import Gateway
 from resilient.settings import BreakerSettings, CapabilitySettings, GatewaySettings
+from resilient.telemetry import DeadLettered
 from resilient.testing import Fault, SimResponse, Simulator
 from tests.conftest import caller, provider
 
@@ -117,6 +118,10 @@ def test_a_request_the_provider_rejects_on_replay_is_dead_lettered_with_history(
 ) -> None:
     outage = sim.inject(Fault.status(503), prefix="/a")
     with deferring_gateway(sim, tmp_path) as gw:
+        dead_letters: list[DeadLettered] = []
+        gw.events.subscribe(
+            lambda e: dead_letters.append(e) if isinstance(e, DeadLettered) else None
+        )
         result = gw.sync.http.request("POST", "/v1/m", json={})
         outage.clear()
         sim.inject(Fault.status(422), prefix="/a")
@@ -124,6 +129,7 @@ def test_a_request_the_provider_rejects_on_replay_is_dead_lettered_with_history(
         wait_until(lambda: spool.stats()["dead"] == 1)
         entry, parked = spool.get(result.deferral_id)  # type: ignore[misc]
     assert entry.reason == "rejected by provider"
+    assert dead_letters == [DeadLettered("http", result.deferral_id or "", "rejected by provider")]
     assert parked is not None and [a["status"] for a in parked.attempts][-1] == 422
     assert parked.attempts[0]["status"] == 503  # the original call's attempts come first
 
@@ -194,3 +200,28 @@ def test_corrupt_spool_row_is_dead_lettered_and_the_rest_delivered(
     assert len(sim.effects(prefix="/a")) == 2
     (dead,) = spool.entries(DEAD)
     assert dead.id == first.id and (dead.reason or "").startswith("corrupt payload")
+
+
+def test_encryption_key_in_config_makes_the_spool_unreadable_without_it(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from resilient.config import settings_from_mapping
+
+    key = Fernet.generate_key().decode()
+    settings = settings_from_mapping(
+        {
+            "gateway": {"spool_path": str(tmp_path / "spool.db"), "encryption_key": key},
+            "providers": {"a": {"kind": "http", "base_url": sim.url("/a")}},
+            "capabilities": {"http": {"chain": ["a"], "defer": True}},
+        }
+    )
+    sim.inject(Fault.status(503), prefix="/a")
+    with Gateway(settings, background_replay=False) as gw:
+        gw.sync.http.request("POST", "/v1/m", json={"secret-ish": "personal data 4711"})
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("spool"))
+    assert b"4711" not in stored and b"personal" not in stored
+    assert key not in repr(settings)
+    with pytest.raises(Exception, match="encryption_key"):
+        settings_from_mapping({"gateway": {"encryption_key": "not-a-key"}})
