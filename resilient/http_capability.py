@@ -32,9 +32,9 @@ class HttpOperation:
 
     kind = "http"
     __slots__ = (
+        "_idempotent",
         "credential",
         "failover_when_ambiguous",
-        "idempotent",
         "kwargs",
         "method",
         "operation_id",
@@ -52,10 +52,13 @@ class HttpOperation:
         self.kwargs = kwargs
         headers = httpx.Headers(kwargs.get("headers"))
         key = headers.get("idempotency-key")
-        self.idempotent = self.method in SAFE_METHODS or key is not None
+        self._idempotent = self.method in SAFE_METHODS or key is not None
         self.failover_when_ambiguous = self.method in SAFE_METHODS
         self.credential: str | None = None
         self.operation_id = key or uuid.uuid4().hex
+
+    def idempotent_on(self, provider: ProviderRuntime) -> bool:
+        return self._idempotent
 
     def payload(self) -> dict[str, Any]:
         """What a parked request stores: JSON-safe, credential headers left out."""

@@ -27,9 +27,12 @@ from resilient.telemetry import AttemptFinished, Rejected, RetryScheduled
 class Operation(Protocol):
     """What a call asks of each provider it tries: how to send one attempt, and its semantics."""
 
-    idempotent: bool  # repeating it on the same provider cannot do it twice (key, or safe method)
     failover_when_ambiguous: bool  # another provider may try after "maybe done" (an LLM chat)
     credential: str | None  # groups calls for per-credential rate limits
+
+    def idempotent_on(self, provider: ProviderRuntime) -> bool:
+        """Repeating it on `provider` cannot do it twice (a safe method, or a key it honours)."""
+        ...
 
     def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response: ...
 
@@ -132,7 +135,7 @@ def provider_plan(
         if outcome is Outcome.AMBIGUOUS:
             if verdict.timed_out and op.failover_when_ambiguous:
                 outcome = Outcome.FAILOVER  # silent: retrying it only multiplies the wait
-            elif not (op.idempotent or retry.retry_ambiguous):
+            elif not (op.idempotent_on(rt) or retry.retry_ambiguous):
                 return Step(Outcome.AMBIGUOUS, response, error)
         maybe_done = maybe_done or outcome is Outcome.AMBIGUOUS
         last = Step(Outcome.AMBIGUOUS if maybe_done else Outcome.FAILOVER, response, error)

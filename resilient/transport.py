@@ -23,16 +23,19 @@ class ProviderUnavailable(httpx.ConnectError):
 
 
 class _TransportOperation:
-    __slots__ = ("_inner", "credential", "failover_when_ambiguous", "idempotent", "request")
+    __slots__ = ("_idempotent", "_inner", "credential", "failover_when_ambiguous", "request")
 
     def __init__(
         self, request: httpx.Request, inner: httpx.BaseTransport | httpx.AsyncBaseTransport
     ) -> None:
         self.request = request
         self._inner = inner
-        self.idempotent = request.method in SAFE_METHODS or "idempotency-key" in request.headers
+        self._idempotent = request.method in SAFE_METHODS or "idempotency-key" in request.headers
         self.failover_when_ambiguous = False  # one provider: nowhere to fail over to
         self.credential = request.headers.get("authorization")
+
+    def idempotent_on(self, provider: ProviderRuntime) -> bool:
+        return self._idempotent
 
     def _bound(self, provider: ProviderRuntime, timeout: float) -> None:
         """Tighten the client's own phase timeouts to what this attempt may take."""
