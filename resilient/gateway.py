@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -24,6 +25,15 @@ from resilient.errors import (
     ResilientError,
 )
 from resilient.executors import run_async, run_sync
+from resilient.ledger import (
+    AMBIGUOUS,
+    DELIVERED,
+    Ledger,
+    LedgeredOperation,
+    LedgerEntry,
+    MemoryLedger,
+    RedisLedger,
+)
 from resilient.pipeline import Operation
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Result, Status
@@ -70,6 +80,11 @@ class Gateway:
         self._sync_facades: dict[str, Any] = {}
         self.sync = SyncGateway(self)
         self._lock = threading.Lock()
+        self.ledger: Ledger = (
+            RedisLedger.from_url(self.settings.redis_url)
+            if self.settings.redis_url
+            else MemoryLedger()
+        )
         self._deferral: DeferralBackend | None = None
         if any(cap.defer for cap in self.settings.capabilities.values()):
             self._deferral = create_backend(self)  # the embedded one replays while we are open
@@ -165,11 +180,14 @@ class Gateway:
         may wait (`defer`: None follows the capability's config). Raises CallFailed subclasses.
         `replay_of` marks the replay of a parked request (in events), and never parks again.
         """
-        chain = self.chain(capability)
+        chain, done = self._consult_ledger(capability, op)
+        if done is not None:
+            return done
         parkable = None if replay_of else self._parkable(capability, op, defer)
         started = chain[0].clock()
         until = started + (self.call_deadline(capability) if deadline is None else deadline)
         end = run_sync(chain_plan(capability, chain, op, until, self.events), op)
+        self._record_in_ledger(op, end)
         latency = chain[0].clock() - started
         if parkable is not None and end.outcome is Outcome.FAILOVER:
             if end.response is not None:
@@ -187,17 +205,60 @@ class Gateway:
         replay_of: str | None = None,
     ) -> Result[httpx.Response]:
         """`call` on the running event loop; parking runs in a thread, off the loop."""
-        chain = self.chain(capability)
+        chain, done = self._consult_ledger(capability, op)
+        if done is not None:
+            return done
         parkable = None if replay_of else self._parkable(capability, op, defer)
         started = chain[0].clock()
         until = started + (self.call_deadline(capability) if deadline is None else deadline)
         end = await run_async(chain_plan(capability, chain, op, until, self.events), op)
+        self._record_in_ledger(op, end)
         latency = chain[0].clock() - started
         if parkable is not None and end.outcome is Outcome.FAILOVER:
             if end.response is not None:
                 await end.response.aclose()
             return await asyncio.to_thread(self._park, capability, parkable, end, latency)
         return self._finish(capability, end, latency, replay_of)
+
+    def _consult_ledger(
+        self, capability: str, op: Operation
+    ) -> tuple[tuple[ProviderRuntime, ...], Result[httpx.Response] | None]:
+        """The chain this call may use, or its recorded result if it was delivered already.
+
+        An operation maybe done on one provider may only go back to that provider, and only if
+        the provider honours its key: never to another, where it could happen twice.
+        """
+        chain = self.chain(capability)
+        if not getattr(op, "ledger", False):
+            return chain, None
+        operation_id = cast(LedgeredOperation, op).operation_id
+        entry = self.ledger.get(operation_id)
+        if entry is None:
+            return chain, None
+        if entry.state == DELIVERED:
+            if self.events.active:
+                self.events.emit(CallFinished(capability, "delivered", entry.provider, (), 0.0))
+            return chain, Result("delivered", entry.provider, ())
+        rt = self._providers.get(entry.provider)
+        if rt is None or not op.idempotent_on(rt):
+            raise AmbiguousOutcome(
+                f"{capability}: operation {operation_id!r} may already have been done by "
+                f"{entry.provider}, which cannot deduplicate it: reconcile there first"
+            )
+        return (rt,), None
+
+    def _record_in_ledger(self, op: Operation, end: ChainOutcome) -> None:
+        if not getattr(op, "ledger", False) or end.provider is None:
+            return
+        ledgered = cast(LedgeredOperation, op)
+        if end.outcome is Outcome.OK:
+            message_id = ledgered.message_id(end.provider, end.response)
+            entry = LedgerEntry(DELIVERED, end.provider, message_id, time.time())
+        elif end.outcome is Outcome.AMBIGUOUS:
+            entry = LedgerEntry(AMBIGUOUS, end.provider, None, time.time())
+        else:
+            return
+        self.ledger.record(ledgered.operation_id, entry)
 
     def _parkable(
         self, capability: str, op: Operation, defer: bool | None
