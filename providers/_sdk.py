@@ -74,8 +74,20 @@ KINDS = {
     )
 }
 
-for _kind in KINDS.values():
-    registry.register(registry.ProviderKind(_kind.name, _kind.capability, _kind.options))
+
+def register_sdk_kind(name: str, **adapter: Any) -> None:
+    """Register SDK kind `name` with its options and rules, plus an adapter when given one
+    (`factory=` and more `classify=` rules), so the drop-in client and the facade share it."""
+    kind = KINDS[name]
+    registry.register(
+        registry.ProviderKind(
+            kind.name,
+            kind.capability,
+            kind.options,
+            adapter.get("factory"),
+            (*kind.classify, *adapter.get("classify", ())),
+        )
+    )
 
 
 def provider_runtime(

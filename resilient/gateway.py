@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -173,14 +174,16 @@ class Gateway:
         deadline: float | None = None,
         defer: bool | None = None,
         replay_of: str | None = None,
+        providers: Sequence[str] | None = None,
     ) -> Result[httpx.Response]:
         """Run `op` along the capability's chain, blocking.
 
         Returns a delivered result, or a deferred one when the chain is exhausted and the call
         may wait (`defer`: None follows the capability's config). Raises CallFailed subclasses.
         `replay_of` marks the replay of a parked request (in events), and never parks again.
+        `providers` limits the chain to those of its providers (in chain order).
         """
-        chain, done = self._consult_ledger(capability, op)
+        chain, done = self._consult_ledger(capability, op, providers)
         if done is not None:
             return done
         parkable = None if replay_of else self._parkable(capability, op, defer)
@@ -203,9 +206,10 @@ class Gateway:
         deadline: float | None = None,
         defer: bool | None = None,
         replay_of: str | None = None,
+        providers: Sequence[str] | None = None,
     ) -> Result[httpx.Response]:
         """`call` on the running event loop; parking runs in a thread, off the loop."""
-        chain, done = self._consult_ledger(capability, op)
+        chain, done = self._consult_ledger(capability, op, providers)
         if done is not None:
             return done
         parkable = None if replay_of else self._parkable(capability, op, defer)
@@ -221,7 +225,7 @@ class Gateway:
         return self._finish(capability, end, latency, replay_of)
 
     def _consult_ledger(
-        self, capability: str, op: Operation
+        self, capability: str, op: Operation, only: Sequence[str] | None
     ) -> tuple[tuple[ProviderRuntime, ...], Result[httpx.Response] | None]:
         """The chain this call may use, or its recorded result if it was delivered already.
 
@@ -229,6 +233,13 @@ class Gateway:
         the provider honours its key: never to another, where it could happen twice.
         """
         chain = self.chain(capability)
+        if only is not None:
+            chain = tuple(rt for rt in chain if rt.name in only)
+            if not chain:
+                raise ResilientError(
+                    f"{capability}: none of {', '.join(only)} is in its chain "
+                    f"({', '.join(rt.name for rt in self.chain(capability))})"
+                )
         if not getattr(op, "ledger", False):
             return chain, None
         operation_id = cast(LedgeredOperation, op).operation_id

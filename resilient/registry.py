@@ -20,6 +20,7 @@ class ProviderKind:
     capability: str  # "email", "sms", "payments", "social", "llm", or "http" for plain HTTP APIs
     options: type[BaseModel] | None = None  # kind-specific config keys; None: no extra keys
     factory: Callable[..., Any] | None = None  # builds the adapter from its ProviderSettings
+    classify: tuple[tuple[str, str], ...] = ()  # the kind's own status rules; config's win
 
 
 _kinds: dict[str, ProviderKind] = {}
@@ -30,6 +31,11 @@ _entry_points_loaded = threading.Event()
 def register(kind: ProviderKind) -> None:
     with _lock:
         _kinds[kind.name] = kind
+
+
+def is_registered(name: str) -> bool:
+    """Whether `name` is registered yet, without loading entry points (for registering code)."""
+    return name in _kinds
 
 
 def kinds() -> Mapping[str, ProviderKind]:

@@ -8,10 +8,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pybreaker
 
+from resilient import registry
 from resilient.policy.breaker import Breaker
 from resilient.policy.bulkhead import Bulkhead
 from resilient.policy.classify import Classifier
@@ -58,7 +60,10 @@ class ProviderRuntime:
         self.enabled = settings.enabled
         self.bus = bus
         self.clock = clock
-        self.classifier = Classifier(settings.classify)
+        kind = registry.kinds().get(settings.kind)
+        self.classifier = Classifier((*(kind.classify if kind else ()), *settings.classify))
+        # The kind's adapter (request building for capability facades), when it has one.
+        self.adapter: Any = kind.factory(settings) if kind and kind.factory else None
         self.breaker = Breaker(
             settings.name,
             settings.breaker,

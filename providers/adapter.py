@@ -1,0 +1,53 @@
+"""What a provider adapter is: how one provider's API says what a request model means.
+
+An adapter builds the HTTP request for a model (exactly what the provider documents: URL,
+method, auth, headers, body) and reads the provider's id for what it did from the answer. It
+does no I/O and holds no policy: the gateway's pipeline sends, retries and fails over.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+
+from resilient.errors import ResilientError
+from resilient.runtime import ProviderRuntime
+
+
+class Adapter(Protocol):
+    honours_idempotency_key: bool  # a repeat with the same key cannot act twice
+
+    def build(self, model: Any, provider: ProviderRuntime, operation_id: str) -> httpx.Request:
+        """The request that asks `provider` to carry out `model`."""
+        ...
+
+    def message_id(self, response: httpx.Response) -> str | None:
+        """The provider's id for what it did, from its successful answer."""
+        ...
+
+
+def base_url(provider: ProviderRuntime, default: str) -> str:
+    """The provider's configured base_url (simulator, proxy, region), else its public API."""
+    return (provider.settings.base_url or default).rstrip("/")
+
+
+def api_key(provider: ProviderRuntime) -> str:
+    """The configured secret; a provider without one is misconfigured, said once and clearly."""
+    key = provider.settings.api_key
+    if not key:
+        raise ResilientError(f"provider {provider.name!r} has no api_key in its config")
+    return key.reveal()
+
+
+def json_field(response: httpx.Response, *path: str) -> str | None:
+    """A string found at `path` in a JSON answer, or None (an answer without one is still ok)."""
+    try:
+        value: Any = response.json()
+    except ValueError:
+        return None
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return None if value is None else str(value)

@@ -1,0 +1,210 @@
+"""The capability facades: `gw.email`, `gw.sms`, `gw.payments`, `gw.social` (and `gw.sync.*`).
+
+Each call wraps its request model in a ModelOperation and runs it along the capability's
+chain. The operation is ledgered (a retry or replay of the same operation id never acts twice,
+even across providers), deferrable (its model is its payload), and never sent to another
+provider after an outcome that may have acted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from providers.models import Charge, Email, Post, Sms
+from resilient.deferral import register_operation
+from resilient.errors import ResilientError
+from resilient.registry import FacadeKinds, register_facade
+from resilient.result import Result
+from resilient.runtime import ProviderRuntime
+
+if TYPE_CHECKING:
+    from resilient.gateway import Gateway
+
+MODELS: dict[str, Any] = {m.capability: m for m in (Email, Sms, Charge, Post)}
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a delivered call returns as `result.value`."""
+
+    provider: str | None
+    message_id: str | None  # the provider's id (message, payment intent, post)
+    deduplicated: bool = False  # served from the ledger: this operation had been delivered
+
+
+class ModelOperation:
+    """One request model, carried out by whichever provider of the chain can."""
+
+    ledger = True
+    failover_when_ambiguous = False  # never let a maybe-done message or charge run twice
+    credential: str | None = None
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.kind = model.capability
+        self.operation_id: str = model.idempotency_key or uuid.uuid4().hex
+        self._adapters: dict[str, Any] = {}
+
+    def _adapter(self, provider: ProviderRuntime) -> Any:
+        adapter = provider.adapter
+        if adapter is None:
+            raise ResilientError(
+                f"provider {provider.name!r} (kind {provider.settings.kind!r}) has no adapter "
+                f"for {self.kind}"
+            )
+        self._adapters[provider.name] = adapter
+        return adapter
+
+    def idempotent_on(self, provider: ProviderRuntime) -> bool:
+        return bool(self._adapter(provider).honours_idempotency_key)
+
+    def _request(self, provider: ProviderRuntime, timeout: float) -> httpx.Request:
+        request: httpx.Request = self._adapter(provider).build(
+            self.model, provider, self.operation_id
+        )
+        request.extensions["timeout"] = provider.attempt_timeout(timeout).as_dict()
+        return request
+
+    def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
+        return provider.client.send(self._request(provider, timeout))
+
+    async def asend(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
+        return await provider.aclient.send(self._request(provider, timeout))
+
+    def message_id(self, provider: str, response: httpx.Response | None) -> str | None:
+        adapter = self._adapters.get(provider)
+        if adapter is None or response is None:
+            return None
+        result: str | None = adapter.message_id(response)
+        return result
+
+    def payload(self) -> dict[str, Any]:
+        """The model, with the operation id it runs under (so a replay is the same operation)."""
+        return {**self.model.to_payload(), "idempotency_key": self.operation_id}
+
+    @classmethod
+    def from_payload(cls, kind: str, payload: Mapping[str, Any]) -> ModelOperation:
+        return cls(MODELS[kind].from_payload(payload))
+
+
+def _decoder(kind: str) -> Callable[[Mapping[str, Any]], ModelOperation]:
+    return lambda payload: ModelOperation.from_payload(kind, payload)
+
+
+for _kind in MODELS:
+    register_operation(_kind, _decoder(_kind))
+
+
+def _receipt(
+    gateway: Gateway, op: ModelOperation, result: Result[httpx.Response]
+) -> Result[Receipt]:
+    if result.status != "delivered":
+        return Result(result.status, result.provider, result.attempts, None, result.deferral_id)
+    if not result.attempts:  # served from the ledger: delivered before, nothing sent now
+        entry = gateway.ledger.get(op.operation_id)
+        message_id = entry.message_id if entry else None
+        return Result("delivered", result.provider, (), Receipt(result.provider, message_id, True))
+    message_id = op.message_id(result.provider or "", result.value)
+    return Result(
+        "delivered", result.provider, result.attempts, Receipt(result.provider, message_id)
+    )
+
+
+class _Facade:
+    def __init__(self, gateway: Gateway, capability: str) -> None:
+        self._gateway = gateway
+        self.capability = capability
+
+    async def _run(
+        self, model: Any, defer: bool | None, deadline: float | None, only: list[str] | None = None
+    ) -> Result[Receipt]:
+        op = ModelOperation(model)
+        result = await self._gateway.acall(
+            self.capability, op, defer=defer, deadline=deadline, providers=only
+        )
+        return _receipt(self._gateway, op, result)
+
+
+class _SyncFacade:
+    def __init__(self, gateway: Gateway, capability: str) -> None:
+        self._gateway = gateway
+        self.capability = capability
+
+    def _run(
+        self, model: Any, defer: bool | None, deadline: float | None, only: list[str] | None = None
+    ) -> Result[Receipt]:
+        op = ModelOperation(model)
+        result = self._gateway.call(
+            self.capability, op, defer=defer, deadline=deadline, providers=only
+        )
+        return _receipt(self._gateway, op, result)
+
+
+class EmailFacade(_Facade):
+    async def send(
+        self, email: Email, *, defer: bool | None = None, deadline: float | None = None
+    ) -> Result[Receipt]:
+        """Send through the first provider of the chain that can; park it if none can."""
+        return await self._run(email, defer, deadline)
+
+
+class SyncEmailFacade(_SyncFacade):
+    def send(
+        self, email: Email, *, defer: bool | None = None, deadline: float | None = None
+    ) -> Result[Receipt]:
+        return self._run(email, defer, deadline)
+
+
+class SmsFacade(_Facade):
+    async def send(
+        self, sms: Sms, *, defer: bool | None = None, deadline: float | None = None
+    ) -> Result[Receipt]:
+        return await self._run(sms, defer, deadline)
+
+
+class SyncSmsFacade(_SyncFacade):
+    def send(
+        self, sms: Sms, *, defer: bool | None = None, deadline: float | None = None
+    ) -> Result[Receipt]:
+        return self._run(sms, defer, deadline)
+
+
+class PaymentsFacade(_Facade):
+    async def charge(
+        self, charge: Charge, *, defer: bool | None = None, deadline: float | None = None
+    ) -> Result[Receipt]:
+        """Charge once: a second processor only ever sees it when the first provably did not."""
+        return await self._run(charge, defer, deadline)
+
+
+class SyncPaymentsFacade(_SyncFacade):
+    def charge(
+        self, charge: Charge, *, defer: bool | None = None, deadline: float | None = None
+    ) -> Result[Receipt]:
+        return self._run(charge, defer, deadline)
+
+
+class SocialFacade(_Facade):
+    async def post(
+        self, post: Post, *, defer: bool | None = None, deadline: float | None = None
+    ) -> Result[Receipt]:
+        """Post on `post.account` only (a post never moves to another network)."""
+        return await self._run(post, defer, deadline, [post.account])
+
+
+class SyncSocialFacade(_SyncFacade):
+    def post(
+        self, post: Post, *, defer: bool | None = None, deadline: float | None = None
+    ) -> Result[Receipt]:
+        return self._run(post, defer, deadline, [post.account])
+
+
+register_facade("email", FacadeKinds(EmailFacade, SyncEmailFacade))
+register_facade("sms", FacadeKinds(SmsFacade, SyncSmsFacade))
+register_facade("payments", FacadeKinds(PaymentsFacade, SyncPaymentsFacade))
+register_facade("social", FacadeKinds(SocialFacade, SyncSocialFacade))
