@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib
+import importlib.util
+import pkgutil
 import secrets
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -25,9 +27,7 @@ if TYPE_CHECKING:
     from resilient.testing.routes.twilio import TwilioState
     from resilient.testing.simulator import SimRequest, Simulator
 
-__all__ = ["PROVIDERS", "mount"]
-
-PROVIDERS = ("openai", "stripe", "sendgrid", "twilio")
+__all__ = ["mount"]
 
 
 @overload
@@ -41,8 +41,9 @@ def mount(sim: Simulator, provider: Literal["twilio"], *, prefix: str = "") -> T
 def mount(sim: Simulator, provider: str, *, prefix: str = "") -> Any:
     """Serve `provider`'s API under `prefix` (its base URL is then `sim.url(prefix)`, plus "/v1"
     for OpenAI); returns the provider's state: what it created, and knobs for tests."""
-    if provider not in PROVIDERS:
-        raise ValueError(f"no simulator routes for {provider!r}; known: {', '.join(PROVIDERS)}")
+    if not provider.isidentifier() or not importlib.util.find_spec(f"{__name__}.{provider}"):
+        known = sorted(m.name for m in pkgutil.iter_modules(__path__))
+        raise ValueError(f"no simulator routes for {provider!r}; known: {', '.join(known)}")
     module = importlib.import_module(f"{__name__}.{provider}")
     return module.mount(sim, prefix.rstrip("/"))
 
