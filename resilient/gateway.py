@@ -151,6 +151,26 @@ class Gateway:
                 f"configured: {', '.join(self._chains) or 'none'}"
             ) from None
 
+    def status(self) -> dict[str, Any]:
+        """Every provider, chain and the deferral queue now, as plain JSON-ready data."""
+        queue: dict[str, Any] | None = None
+        if self._deferral is not None:
+            store = getattr(self._deferral, "store", None)
+            if store is not None:
+                try:
+                    queue = dict(store.stats())
+                except Exception as exc:  # the status of a broken store is that it is broken
+                    queue = {"error": type(exc).__name__}
+        return {
+            "source": self.settings.source,
+            "at": time.time(),
+            "providers": {name: rt.status() for name, rt in self._providers.items()},
+            "capabilities": {
+                name: {"chain": [rt.name for rt in chain]} for name, chain in self._chains.items()
+            },
+            "queue": queue,
+        }
+
     @property
     def deferral(self) -> DeferralBackend:
         """The deferral backend (created on first use when no capability defers by default)."""

@@ -105,13 +105,16 @@ def provider_plan(
                 yield Sleep(wait)
             sent_at = clock()
             result = yield Send(rt, max(0.0, min(settings.timeouts.attempt, deadline - sent_at)))
-            latency = clock() - sent_at
+            ended = clock()
+            latency = ended - sent_at
             verdict = _classify(rt, result)
             health = verdict.health
-            if health and slow_call is not None and latency > slow_call:
+            slow = slow_call is not None and latency > slow_call
+            if health and slow:
                 health = False
-            rt.breaker.record(permit, health, clock())
+            rt.breaker.record(permit, health, ended)
             recorded = True
+            rt.stats.observe(latency, slow, ended)
         finally:
             rt.bulkhead.release()
             if not recorded:

@@ -20,6 +20,7 @@ from resilient.policy.classify import Classifier
 from resilient.policy.ratelimit import RateLimiter
 from resilient.policy.retry import RetryBudget
 from resilient.settings import ProviderSettings
+from resilient.stats import AttemptStats
 from resilient.telemetry import BreakerChanged, EventBus
 
 MAX_CREDENTIAL_LIMITERS = 4096
@@ -73,6 +74,7 @@ class ProviderRuntime:
         )
         self.limiter = RateLimiter(settings.rate_limit)
         self.bulkhead = Bulkhead(settings.max_concurrent)
+        self.stats = AttemptStats(settings.breaker.window)
         self.budget = RetryBudget(settings.retry)
         self._credential_limiters: dict[bytes, RateLimiter] = {}
         self._lock = threading.Lock()
@@ -101,6 +103,22 @@ class ProviderRuntime:
                         del self._credential_limiters[next(iter(self._credential_limiters))]
                     limiter = self._credential_limiters[key] = RateLimiter(self.settings.rate_limit)
         return limiter
+
+    def status(self) -> dict[str, object]:
+        """This provider now: what `resilient status` and the health endpoint show."""
+        now = self.clock()
+        calls, failure_ratio = self.breaker.failure_rate(now)
+        return {
+            "enabled": self.enabled,
+            "breaker": self.breaker.state,
+            "open_for": self.breaker.open_for,
+            "calls_in_window": calls,
+            "failure_rate": round(failure_ratio, 4),
+            **self.stats.snapshot(now),
+            "limiter_wait": round(self.limiter.headroom(now), 4),
+            "paused_for": round(self.limiter.paused_for(now), 4),
+            "in_flight": self.bulkhead.in_flight,
+        }
 
     def natural_deadline(self) -> float:
         """How long a call on this provider can take when nothing else bounds it."""
