@@ -45,6 +45,7 @@ from resilient.errors import ConfigError
 from resilient.policy.outcome_class import Outcome
 from resilient.secrets import Secret
 from resilient.settings import (
+    AlertSettings,
     BreakerSettings,
     CapabilitySettings,
     GatewaySettings,
@@ -168,6 +169,7 @@ class _Table(BaseModel):
 class _Gateway(_Table):
     redis_url: str | None = _GATEWAY.redis_url
     spool_path: Annotated[str, Field(min_length=1)] = _GATEWAY.spool_path
+    overrides_path: Annotated[str, Field(min_length=1)] = _GATEWAY.overrides_path
     encryption_key: str | None = None
 
     @field_validator("encryption_key")
@@ -317,6 +319,17 @@ class _Provider(_Table):
         )
 
 
+class _Alerts(_Table):
+    p95_latency: _PositiveDuration = _GATEWAY.alerts.p95_latency
+    error_rate: Annotated[_Float, Field(gt=0, le=1)] = _GATEWAY.alerts.error_rate
+    breaker_open: _PositiveDuration = _GATEWAY.alerts.breaker_open
+    queue_age: _PositiveDuration = _GATEWAY.alerts.queue_age
+    interval: _PositiveDuration = _GATEWAY.alerts.interval
+
+    def settings(self) -> AlertSettings:
+        return AlertSettings(**self.model_dump())
+
+
 class _Capability(_Table):
     chain: list[str]
     defer: bool = _CAPABILITY.defer
@@ -334,7 +347,7 @@ class _Capability(_Table):
         return chain
 
 
-_ROOT_KEYS = ("gateway", "providers", "capabilities")
+_ROOT_KEYS = ("gateway", "providers", "capabilities", "alerts")
 _COMMON_KEYS = tuple(_Provider.model_fields)
 _PROVIDER_KEYS = ("kind", *_COMMON_KEYS)
 
@@ -363,6 +376,7 @@ class _Loader:
         assert isinstance(data, Mapping)
         self.check_keys(data, (), _ROOT_KEYS)
         gateway = self.validate(_Gateway, _section(data, "gateway"), ("gateway",))
+        alerts = self.validate(_Alerts, _section(data, "alerts"), ("alerts",))
         raw_providers = _section(data, "providers")
         providers = {
             name: settings
@@ -380,11 +394,13 @@ class _Loader:
             if (capability := self.capability(name, table, declared)) is not None
         }
         self.raise_problems()
-        assert gateway is not None
+        assert gateway is not None and alerts is not None
         return GatewaySettings(
             source=self.source,
             redis_url=gateway.redis_url,
             spool_path=gateway.spool_path,
+            overrides_path=gateway.overrides_path,
+            alerts=alerts.settings(),
             encryption_key=Secret(gateway.encryption_key) if gateway.encryption_key else None,
             providers=types.MappingProxyType(providers),
             capabilities=types.MappingProxyType(capabilities),

@@ -86,10 +86,23 @@ class CapabilitySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Thresholds that fire an alert, defaulting to what common continuity plans use."""
+
+    p95_latency: float = 2.0  # seconds
+    error_rate: float = 0.01  # failed attempts over the breaker window
+    breaker_open: float = 300.0  # seconds a breaker may stay open
+    queue_age: float = 600.0  # seconds the oldest parked request may wait
+    interval: float = 5.0  # seconds between evaluations
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     source: str = "<defaults>"
     redis_url: str | None = None
     spool_path: str = ".resilient/spool.db"
     encryption_key: Secret | None = None  # Fernet key: parked payloads unreadable without it
+    overrides_path: str = ".resilient/overrides.json"  # live ops overrides when no Redis
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     providers: Mapping[str, ProviderSettings] = field(default_factory=_empty)
     capabilities: Mapping[str, CapabilitySettings] = field(default_factory=_empty)
