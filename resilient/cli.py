@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
+from resilient import ops_cli
 from resilient.errors import ResilientError
 
 
@@ -26,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--quick", action="store_true", help="a shorter run (about 10 s)")
     demo.set_defaults(handler=_demo)
+    ops_cli.register(commands)
     for ep in entry_points(group="resilient.cli"):
         ep.load()(commands)
     args = parser.parse_args(argv)

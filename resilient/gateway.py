@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import threading
 import time
@@ -35,15 +37,22 @@ from resilient.ledger import (
     MemoryLedger,
     RedisLedger,
 )
+from resilient.ops import OpsLoop
+from resilient.overrides import OverrideState, ProviderOverride
 from resilient.pipeline import Operation
 from resilient.policy.outcome_class import Outcome
+from resilient.policy.ratelimit import RateLimiter
 from resilient.result import Result, Status
 from resilient.runtime import ProviderRuntime
+from resilient.secrets import redact
 from resilient.settings import GatewaySettings
 from resilient.telemetry import CallFinished, EventBus, log_event
 from resilient.transport import AsyncResilientTransport, ResilientTransport
+from resilient.units import parse_rate
 
 del _http_capability
+
+logger = logging.getLogger("resilient")
 
 
 class Gateway:
@@ -61,8 +70,10 @@ class Gateway:
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
         background_replay: bool = True,
+        ops: bool = True,
     ) -> None:
-        """`background_replay=False`: park deferrals but leave replaying to `resilient worker`."""
+        """`background_replay=False`: park deferrals but leave replaying to `resilient worker`.
+        `ops=False`: no ops loop (no live overrides, no published status)."""
         self.settings = settings or GatewaySettings()
         self.background_replay = background_replay
         self.events = EventBus()
@@ -89,6 +100,9 @@ class Gateway:
         self._deferral: DeferralBackend | None = None
         if any(cap.defer for cap in self.settings.capabilities.values()):
             self._deferral = create_backend(self)  # the embedded one replays while we are open
+        self.overrides = OverrideState()
+        self._next_lapse = float("inf")
+        self._ops = OpsLoop(self) if ops else None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Gateway:
@@ -150,6 +164,51 @@ class Gateway:
                 f"no capability {capability!r} in {self.settings.source}; "
                 f"configured: {', '.join(self._chains) or 'none'}"
             ) from None
+
+    def apply_overrides(self, state: OverrideState) -> None:
+        """Make ops' live overrides take effect (the ops loop calls this; any thread may)."""
+        now = time.time()
+        for name, rt in self._providers.items():
+            override = state.providers.get(name, ProviderOverride())
+            enabled = override.enabled_now(now)
+            rt.enabled = rt.settings.enabled if enabled is None else enabled
+            rt.breaker.hold(override.breaker)
+            rate = (
+                parse_rate(override.rate_limit) if override.rate_limit else rt.settings.rate_limit
+            )
+            if rt.limiter.rate != rate:
+                rt.limiter = RateLimiter(rate)
+        chains = {}
+        for capability, configured in self.settings.capabilities.items():
+            names = state.chains.get(capability)
+            if names is not None and not self._fits(capability, names):
+                logger.warning("ops: ignoring chain override %s for %s", names, capability)
+                names = None
+            chains[capability] = tuple(self._providers[n] for n in names or configured.chain)
+        self._chains = chains
+        if state.version != self.overrides.version:
+            for change in state.log[len(self.overrides.log) :][-20:]:
+                logger.info("ops: %s", redact(json.dumps(change, sort_keys=True)))
+        self.overrides = state
+        self._next_lapse = min(
+            (o.until for o in state.providers.values() if o.until is not None and o.until > now),
+            default=float("inf"),
+        )
+
+    def overrides_lapse(self) -> bool:
+        """Whether a time-limited override has run out since the overrides were applied."""
+        return time.time() >= self._next_lapse
+
+    def _fits(self, capability: str, names: Sequence[str]) -> bool:
+        """A chain override may only name known providers whose kind serves the capability."""
+        if not names or len(set(names)) != len(names):
+            return False
+        wanted = self._capability_kind(capability)
+        return all(
+            n in self._providers
+            and registry.get(self._providers[n].settings.kind).capability in (wanted, "http")
+            for n in names
+        )
 
     def status(self) -> dict[str, Any]:
         """Every provider, chain and the deferral queue now, as plain JSON-ready data."""
@@ -350,12 +409,16 @@ class Gateway:
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._ops is not None:
+            self._ops.close()
         if self._deferral is not None:
             self._deferral.close()
         for rt in self._providers.values():
             rt.close()
 
     async def aclose(self) -> None:
+        if self._ops is not None:
+            await asyncio.to_thread(self._ops.close)
         if self._deferral is not None:
             await asyncio.to_thread(self._deferral.close)
         for rt in self._providers.values():

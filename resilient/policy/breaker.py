@@ -35,6 +35,7 @@ class Breaker:
         "_cb",
         "_clock",
         "_generation",
+        "_held",
         "_lock",
         "_probe_successes",
         "_probes",
@@ -69,10 +70,24 @@ class Breaker:
         self._probe_successes = 0
         self._trips = 0  # consecutive trips without a close: lengthens the open period
         self._generation = 0  # bumps on every transition; late records of old calls are ignored
+        self._held: str | None = None  # ops pinned it "open" or "closed", whatever calls do
+
+    @property
+    def held(self) -> str | None:
+        return self._held
+
+    def hold(self, state: str | None) -> None:
+        """Pin the breaker "open" or "closed" until released with None (ops, live)."""
+        if state not in (None, OPEN, CLOSED):
+            raise ValueError(f"a breaker can be held open or closed, not {state!r}")
+        self._held = state
 
     @property
     def state(self) -> str:
-        """ "closed", "open" or "half-open" (an open breaker past its period reads half-open)."""
+        """'closed', 'open' or 'half-open' (an open breaker past its period reads half-open);
+        a held breaker reads as held."""
+        if self._held is not None:
+            return self._held
         state: str = self._cb.state.name  # notices changes made by other processes, too
         if state == OPEN and self._open_remaining() <= 0:
             return HALF_OPEN
@@ -84,6 +99,9 @@ class Breaker:
 
     def admit(self) -> tuple[Permit, int] | None:
         """A permit to attempt a call, or None: the breaker is open or its probes are taken."""
+        held = self._held
+        if held is not None:
+            return (Permit.CALL, -1) if held == CLOSED else None
         state = self._cb.current_state
         if state == CLOSED:
             return Permit.CALL, self._generation

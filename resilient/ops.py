@@ -1,0 +1,138 @@
+"""The gateway's ops loop: once a second it applies live overrides and publishes its status.
+
+Overrides come from the override store (Redis, or the local file). Status goes to a status
+board (Redis keys that expire, or one file per process beside the overrides file), where
+`resilient status` reads every running process's view. If Redis is unreachable the loop keeps
+the last overrides it applied and tries again next tick: serving never waits on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from resilient.overrides import FileOverrideStore, OverrideStore, RedisOverrideStore
+
+if TYPE_CHECKING:
+    from resilient.gateway import Gateway
+
+TICK = 1.0  # seconds: a change is live in every process within about this long
+STATUS_TTL = 10.0  # seconds a published status counts as current
+
+logger = logging.getLogger("resilient")
+
+
+class StatusBoard(Protocol):
+    def publish(self, status: dict[str, Any]) -> None: ...
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Every process's current status, by process (host:pid)."""
+        ...
+
+    def withdraw(self) -> None: ...
+
+
+def process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class FileStatusBoard:
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._mine = self.directory / f"{process_name().replace(':', '-')}.json"
+
+    def publish(self, status: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self._mine.with_suffix(".tmp")
+        temporary.write_text(json.dumps(status))
+        temporary.replace(self._mine)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        found = {}
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                if time.time() - path.stat().st_mtime > STATUS_TTL:
+                    continue
+                found[path.stem] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # a process writing or exiting right now
+        return found
+
+    def withdraw(self) -> None:
+        self._mine.unlink(missing_ok=True)
+
+
+class RedisStatusBoard:
+    PREFIX = "resilient:status:"
+
+    def __init__(self, client: Any) -> None:
+        self._redis = client
+        self._key = self.PREFIX + process_name()
+
+    def publish(self, status: dict[str, Any]) -> None:
+        self._redis.set(self._key, json.dumps(status), ex=int(STATUS_TTL))
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        keys = sorted(self._redis.scan_iter(match=self.PREFIX + "*"))
+        values = self._redis.mget(keys) if keys else []
+        return {
+            (k.decode() if isinstance(k, bytes) else k)[len(self.PREFIX) :]: json.loads(v)
+            for k, v in zip(keys, values, strict=True)
+            if v is not None
+        }
+
+    def withdraw(self) -> None:
+        self._redis.delete(self._key)
+
+
+def stores_for(gateway: Gateway) -> tuple[OverrideStore, StatusBoard]:
+    """Redis when the gateway has one, else files beside `overrides_path`."""
+    url = gateway.settings.redis_url
+    if url:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        return RedisOverrideStore(client), RedisStatusBoard(client)
+    path = Path(gateway.settings.overrides_path)
+    return FileOverrideStore(path), FileStatusBoard(path.parent / "status")
+
+
+class OpsLoop:
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self.store, self.board = stores_for(gateway)
+        self._applied = -1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="resilient-ops", daemon=True)
+        self._thread.start()
+
+    def tick(self) -> None:
+        """Apply overrides if they changed (or one lapsed), then publish status."""
+        try:
+            version = self.store.version()
+            if version != self._applied or self._gateway.overrides_lapse():
+                self._gateway.apply_overrides(self.store.load())
+                self._applied = version
+            self.board.publish(self._gateway.status())
+        except Exception as exc:  # Redis or the disk away: keep the last overrides, retry
+            logger.warning("ops loop: %s: %s (keeping the last overrides)", type(exc).__name__, exc)
+
+    def _run(self) -> None:
+        while True:
+            self.tick()
+            if self._stop.wait(TICK):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.board.withdraw()
+        except Exception as exc:
+            logger.debug("ops loop: could not withdraw status: %s", exc)

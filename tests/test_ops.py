@@ -1,0 +1,151 @@
+"""Live ops: a change made from the CLI reaches a running gateway within about a second."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resilient.config import load_settings
+from resilient.gateway import Gateway
+from resilient.testing import SimResponse, Simulator
+
+CONFIG = """
+[gateway]
+overrides_path = "{overrides}"
+{redis}
+
+[providers.a]
+kind = "http"
+base_url = "{base}/a"
+
+[providers.b]
+kind = "http"
+base_url = "{base}/b"
+
+[capabilities.http]
+chain = ["a", "b"]
+"""
+
+
+@pytest.fixture(params=["file", "redis"])
+def config(request: pytest.FixtureRequest, simulator: Simulator, tmp_path: Path) -> Path:
+    """Overrides in the local file, and in Redis: the same commands, the same effect."""
+    for name in ("a", "b"):
+        simulator.route("GET", f"/{name}/x", lambda r, _n=name: SimResponse.json({"by": _n}))
+    redis = ""
+    if request.param == "redis":
+        redis = f'redis_url = "{request.getfixturevalue("redis_url")}"'
+    path = tmp_path / "resilient.toml"
+    path.write_text(
+        CONFIG.format(overrides=tmp_path / "overrides.json", redis=redis, base=simulator.base_url)
+    )
+    return path
+
+
+@pytest.fixture
+def gateway(config: Path) -> Iterator[Gateway]:
+    with Gateway(load_settings(config)) as gw:
+        yield gw
+
+
+def cli(config: Path, *args: str, ok: bool = True) -> Any:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resilient.cli",
+            args[0],
+            "--config",
+            str(config),
+            "--json",
+            *args[1:],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if ok:
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout)
+    return run
+
+
+def served_by(gw: Gateway) -> str | None:
+    return gw.sync.http.request("GET", "/x").provider
+
+
+def soon(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "not applied in time"
+        time.sleep(0.1)
+
+
+def test_disable_takes_effect_in_a_running_process(config: Path, gateway: Gateway) -> None:
+    assert served_by(gateway) == "a"
+    change = cli(config, "providers", "disable", "a", "--reason", "vendor incident 123")
+    assert change["change"]["reason"] == "vendor incident 123" and "@" in change["change"]["who"]
+    soon(lambda: served_by(gateway) == "b")
+    cli(config, "providers", "enable", "a")
+    soon(lambda: served_by(gateway) == "a")
+
+
+def test_disable_for_a_while_lapses_by_itself(config: Path, gateway: Gateway) -> None:
+    cli(config, "providers", "disable", "a", "--for", "1500ms")
+    soon(lambda: served_by(gateway) == "b")
+    soon(lambda: served_by(gateway) == "a", timeout=6)
+
+
+def test_breaker_held_open_then_released(config: Path, gateway: Gateway) -> None:
+    cli(config, "providers", "open", "a")
+    soon(lambda: gateway.provider("a").breaker.state == "open")
+    assert served_by(gateway) == "b"
+    cli(config, "providers", "release", "a")
+    soon(lambda: gateway.provider("a").breaker.state == "closed")
+    assert served_by(gateway) == "a"
+
+
+def test_rate_limit_changed_live(config: Path, gateway: Gateway) -> None:
+    cli(config, "providers", "limit", "a", "2/s")
+    soon(lambda: str(gateway.provider("a").limiter.rate) == "2/1s")
+    cli(config, "providers", "limit", "a", "config")
+    soon(lambda: gateway.provider("a").limiter.rate is None)
+
+
+def test_chain_reordered_live_and_reset(config: Path, gateway: Gateway) -> None:
+    cli(config, "chain", "http", "b", "a", "--reason", "a is degraded")
+    soon(lambda: served_by(gateway) == "b")
+    cli(config, "chain", "http", "--reset")
+    soon(lambda: served_by(gateway) == "a")
+
+
+def test_bad_changes_are_refused_with_a_clear_error(config: Path) -> None:
+    for args in (
+        ("providers", "disable", "nope"),
+        ("providers", "limit", "a", "fast"),
+        ("chain", "http", "a", "a"),
+        ("chain", "http", "zzz"),
+    ):
+        run = cli(config, *args, ok=False)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        assert run.stderr.startswith("resilient: ")
+
+
+def test_status_shows_running_processes_and_recent_changes(config: Path, gateway: Gateway) -> None:
+    served_by(gateway)
+    cli(config, "providers", "disable", "b", "--reason", "maintenance")
+    soon(lambda: not gateway.provider("b").enabled)
+    gateway._ops.tick()  # type: ignore[union-attr]  # publish now rather than within a second
+    report = cli(config, "status")
+    (process,) = [p for p in report["processes"].values() if p["source"] == str(config)]
+    assert process["providers"]["b"]["enabled"] is False
+    assert process["providers"]["a"]["samples"] >= 1
+    assert report["overrides"]["recent_changes"][-1]["reason"] == "maintenance"
