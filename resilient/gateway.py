@@ -46,6 +46,7 @@ from resilient.result import Result, Status
 from resilient.runtime import ProviderRuntime
 from resilient.secrets import redact
 from resilient.settings import GatewaySettings
+from resilient.shared_breaker import SharedBreakerStorage
 from resilient.telemetry import CallFinished, EventBus, log_event
 from resilient.transport import AsyncResilientTransport, ResilientTransport
 from resilient.units import parse_rate
@@ -78,9 +79,14 @@ class Gateway:
         self.background_replay = background_replay
         self.events = EventBus()
         self.events.subscribe(log_event)
+        shared = self._shared_redis()
         self._providers = {
             name: ProviderRuntime(
-                ps, self.events, transport=transport, async_transport=async_transport
+                ps,
+                self.events,
+                transport=transport,
+                async_transport=async_transport,
+                breaker_storage=SharedBreakerStorage(shared, name) if shared else None,
             )
             for name, ps in self.settings.providers.items()
         }
@@ -103,6 +109,16 @@ class Gateway:
         self.overrides = OverrideState()
         self._next_lapse = float("inf")
         self._ops = OpsLoop(self) if ops else None
+
+    def _shared_redis(self) -> Any:
+        """The Redis client breakers share state through, when the config names one."""
+        if not self.settings.redis_url:
+            return None
+        import redis
+
+        return redis.Redis.from_url(
+            self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Gateway:
