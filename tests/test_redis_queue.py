@@ -168,7 +168,7 @@ def test_redis_down_spills_to_the_spool_then_drains_into_redis(
         backend = gw.deferral
         assert backend.spill.stats()["ready"] == 10  # type: ignore[attr-defined]
         redis_server.start()
-        wait_until(lambda: backend.spill.stats()["ready"] == 0, timeout=15)  # type: ignore[attr-defined]
+        wait_until(lambda: backend.spill.stats()["ready"] == 0, timeout=30)  # type: ignore[attr-defined]
         assert backend.redis.stats()["ready"] == 10  # type: ignore[attr-defined]
     outage.clear()
     run = worker(config, "--burst")
