@@ -41,7 +41,6 @@ from resilient.ops import OpsLoop
 from resilient.overrides import OverrideState, ProviderOverride
 from resilient.pipeline import Operation
 from resilient.policy.outcome_class import Outcome
-from resilient.policy.ratelimit import RateLimiter
 from resilient.result import Result, Status
 from resilient.runtime import ProviderRuntime
 from resilient.secrets import redact
@@ -87,6 +86,7 @@ class Gateway:
                 transport=transport,
                 async_transport=async_transport,
                 breaker_storage=SharedBreakerStorage(shared, name) if shared else None,
+                shared_redis=shared,
             )
             for name, ps in self.settings.providers.items()
         }
@@ -193,7 +193,7 @@ class Gateway:
                 parse_rate(override.rate_limit) if override.rate_limit else rt.settings.rate_limit
             )
             if rt.limiter.rate != rate:
-                rt.limiter = RateLimiter(rate)
+                rt.limiter = rt.make_limiter(rate)
         chains = {}
         for capability, configured in self.settings.capabilities.items():
             names = state.chains.get(capability)

@@ -20,8 +20,10 @@ from resilient.policy.classify import Classifier
 from resilient.policy.ratelimit import RateLimiter
 from resilient.policy.retry import RetryBudget
 from resilient.settings import ProviderSettings
+from resilient.shared_limiter import SharedRateLimiter
 from resilient.stats import AttemptStats
 from resilient.telemetry import BreakerChanged, EventBus
+from resilient.units import Rate
 
 MAX_CREDENTIAL_LIMITERS = 4096
 
@@ -53,6 +55,7 @@ class ProviderRuntime:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         breaker_storage: pybreaker.CircuitBreakerStorage | None = None,
+        shared_redis: Any = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -72,7 +75,8 @@ class ProviderRuntime:
             listeners=[_BreakerEvents(bus)],
             clock=wall_clock,
         )
-        self.limiter = RateLimiter(settings.rate_limit)
+        self._shared_redis = shared_redis
+        self.limiter: RateLimiter | SharedRateLimiter = self.make_limiter(settings.rate_limit)
         self.bulkhead = Bulkhead(settings.max_concurrent)
         self.stats = AttemptStats(settings.breaker.window)
         self.budget = RetryBudget(settings.retry)
@@ -85,7 +89,13 @@ class ProviderRuntime:
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._aclients = weakref.WeakKeyDictionary()
 
-    def limiter_for(self, credential: str | None) -> RateLimiter:
+    def make_limiter(self, rate: Rate | None) -> RateLimiter | SharedRateLimiter:
+        """Shared through Redis across processes when the gateway has one, else local."""
+        if rate is not None and self._shared_redis is not None:
+            return SharedRateLimiter(self._shared_redis, self.name, rate, clock=self.clock)
+        return RateLimiter(rate)
+
+    def limiter_for(self, credential: str | None) -> RateLimiter | SharedRateLimiter:
         """The provider's limiter, or one per credential when configured so.
 
         Credentials are keyed by a digest (no raw token kept as a key), and the oldest

@@ -120,3 +120,90 @@ def test_the_hot_path_reads_redis_at_most_once_per_refresh(redis_url: str, refre
     now[0] += refresh
     storage.state  # noqa: B018
     assert Counting.reads == 2
+
+
+def _redis(url: str) -> object:
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def test_processes_sharing_a_limit_never_exceed_it_together(redis_url: str) -> None:
+    from resilient.shared_limiter import SharedRateLimiter
+    from resilient.units import Rate
+
+    rate = Rate(50, 1.0)
+    limiters = [SharedRateLimiter(_redis(redis_url), "p", rate) for _ in range(3)]
+    sends = []
+    for n in range(300):
+        now = time.monotonic()  # each reservation reads the clock, as the pipeline does
+        wait = limiters[n % 3].reserve(now, 60.0)
+        assert wait is not None
+        sends.append(now + wait)
+    sends.sort()
+    for i, start in enumerate(sends):
+        in_window = sum(1 for t in sends[i:] if t < start + rate.period)
+        assert in_window <= rate.count  # any 1 s window, all three together
+
+
+def test_leasing_keeps_redis_round_trips_far_below_one_per_call(redis_url: str) -> None:
+    from resilient.shared_limiter import SharedRateLimiter
+    from resilient.units import Rate
+
+    limiter = SharedRateLimiter(_redis(redis_url), "busy", Rate(10_000, 1.0))
+    calls = 5000
+    for _ in range(calls):
+        limiter.reserve(time.monotonic(), 60.0)
+    assert limiter.round_trips / calls < 0.1
+
+
+def test_shared_limit_falls_back_to_local_when_redis_is_away(redis_server: RedisServer) -> None:
+    from resilient.shared_limiter import SharedRateLimiter
+    from resilient.units import Rate
+
+    limiter = SharedRateLimiter(_redis(redis_server.url), "p", Rate(10, 1.0))
+    redis_server.stop()
+    now = time.monotonic()
+    waits = [limiter.reserve(now, 60.0) for _ in range(3)]
+    assert waits[0] == 0.0 and waits[2] == pytest.approx(0.2)  # local spacing, still 10/s
+
+
+HAMMER = textwrap.dedent(
+    """
+    import json, sys, time
+    from resilient.config import settings_from_mapping
+    from resilient.gateway import Gateway
+    with Gateway(settings_from_mapping(json.loads(sys.argv[1])), ops=False) as gw:
+        first = time.time()
+        end = time.monotonic() + float(sys.argv[2])
+        while time.monotonic() < end:
+            gw.sync.http.request("GET", "/x")
+        print(json.dumps([first, time.time()]))
+    """
+)
+
+
+def test_three_processes_stay_under_a_shared_limit_measured_at_the_provider(
+    simulator: Simulator, redis_url: str
+) -> None:
+    simulator.route("GET", "/a/x", lambda r: SimResponse.json({}))
+    settings = {
+        "gateway": {"redis_url": redis_url},
+        "providers": {"a": {"kind": "http", "base_url": simulator.url("/a"), "rate_limit": "20/s"}},
+        "capabilities": {"http": {"chain": ["a"], "timeout": "30s"}},
+    }
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, json.dumps(settings), "2.5"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    spans = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
+    sending = max(end for _, end in spans) - min(start for start, _ in spans)
+    arrivals = simulator.requests(prefix="/a")
+    assert len(arrivals) >= 30  # they did get served
+    # While any of them was sending, at most 20 slots a second existed for all three together,
+    # however late a request left its slot (one limit each would have let three times that).
+    assert len(arrivals) <= 20 * sending + 1
