@@ -322,6 +322,7 @@ class _Provider(_Table):
 class _Alerts(_Table):
     p95_latency: _PositiveDuration = _GATEWAY.alerts.p95_latency
     error_rate: Annotated[_Float, Field(gt=0, le=1)] = _GATEWAY.alerts.error_rate
+    min_calls: Annotated[_Int, Field(ge=1)] = _GATEWAY.alerts.min_calls
     breaker_open: _PositiveDuration = _GATEWAY.alerts.breaker_open
     queue_age: _PositiveDuration = _GATEWAY.alerts.queue_age
     interval: _PositiveDuration = _GATEWAY.alerts.interval

@@ -21,6 +21,9 @@ class ProviderKind:
     options: type[BaseModel] | None = None  # kind-specific config keys; None: no extra keys
     factory: Callable[..., Any] | None = None  # builds the adapter from its ProviderSettings
     classify: tuple[tuple[str, str], ...] = ()  # the kind's own status rules; config's win
+    # (sync, async) httpx transports built from its ProviderSettings, for an API that is not
+    # HTTP (SMTP); used where the gateway was given none
+    transports: Callable[..., tuple[Any, Any]] | None = None
 
 
 _kinds: dict[str, ProviderKind] = {}

@@ -68,6 +68,9 @@ class ProviderRuntime:
         self.classifier = Classifier((*(kind.classify if kind else ()), *settings.classify))
         # The kind's adapter (request building for capability facades), when it has one.
         self.adapter: Any = kind.factory(settings) if kind and kind.factory else None
+        if kind is not None and kind.transports is not None:
+            own, own_async = kind.transports(settings)
+            transport, async_transport = transport or own, async_transport or own_async
         self.breaker = Breaker(
             settings.name,
             settings.breaker,

@@ -91,6 +91,7 @@ class AlertSettings:
 
     p95_latency: float = 2.0  # seconds
     error_rate: float = 0.01  # failed attempts over the breaker window
+    min_calls: int = 20  # calls in the window (or attempts sampled) before a rate or p95 counts
     breaker_open: float = 300.0  # seconds a breaker may stay open
     queue_age: float = 600.0  # seconds the oldest parked request may wait
     interval: float = 5.0  # seconds between evaluations

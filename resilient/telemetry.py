@@ -77,6 +77,20 @@ class DeadLettered:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class AlertChanged:
+    """An alert rule started firing (`firing`) or cleared on `subject`: a provider, or "queue".
+
+    Emitted by resilient.alerts.AlertMonitor, which also writes its log line."""
+
+    rule: str  # "p95_latency", "error_rate", "breaker_open" or "queue_age"
+    subject: str
+    firing: bool
+    value: float
+    threshold: float
+    message: str
+
+
 Event = (
     AttemptFinished
     | RetryScheduled
@@ -85,6 +99,7 @@ Event = (
     | FailedOver
     | CallFinished
     | DeadLettered
+    | AlertChanged
 )
 Listener = Callable[[Event], None]
 
@@ -140,7 +155,7 @@ def log_event(event: Event) -> None:
     elif isinstance(event, FailedOver):
         level = logging.INFO
         text = f"{event.capability}: failing over from {event.provider} ({event.reason})"
-    else:
+    elif isinstance(event, CallFinished):
         level = {"delivered": logging.DEBUG, "deferred": logging.INFO}.get(
             event.status, logging.WARNING
         )
@@ -148,5 +163,7 @@ def log_event(event: Event) -> None:
             f"{event.capability}: {event.status} by {event.provider or '-'} after "
             f"{len(event.attempts)} attempt(s) in {event.latency * 1000:.0f} ms"
         )
+    else:  # AlertChanged: its monitor logs it, on "resilient.alerts"
+        return
     if logger.isEnabledFor(level):
         logger.log(level, "%s", redact(text))
