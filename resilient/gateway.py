@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from resilient.errors import (
     AmbiguousOutcome,
     CallFailed,
     ChainExhausted,
+    ConfigError,
     DeadlineExceeded,
     FatalError,
     InvalidRequest,
@@ -44,7 +46,7 @@ from resilient.policy.outcome_class import Outcome
 from resilient.result import Result, Status
 from resilient.runtime import ProviderRuntime
 from resilient.secrets import redact
-from resilient.settings import GatewaySettings
+from resilient.settings import GatewaySettings, ProviderSettings
 from resilient.shared_breaker import SharedBreakerStorage
 from resilient.telemetry import CallFinished, EventBus, log_event
 from resilient.transport import AsyncResilientTransport, ResilientTransport
@@ -78,18 +80,9 @@ class Gateway:
         self.background_replay = background_replay
         self.events = EventBus()
         self.events.subscribe(log_event)
-        shared = self._shared_redis()
-        self._providers = {
-            name: ProviderRuntime(
-                ps,
-                self.events,
-                transport=transport,
-                async_transport=async_transport,
-                breaker_storage=SharedBreakerStorage(shared, name) if shared else None,
-                shared_redis=shared,
-            )
-            for name, ps in self.settings.providers.items()
-        }
+        self._transports = (transport, async_transport)
+        self._shared = self._shared_redis()
+        self._providers = {name: self._runtime(ps) for name, ps in self.settings.providers.items()}
         self._chains = {
             name: tuple(self._providers[p] for p in cap.chain)
             for name, cap in self.settings.capabilities.items()
@@ -109,6 +102,61 @@ class Gateway:
         self.overrides = OverrideState()
         self._next_lapse = float("inf")
         self._ops = OpsLoop(self) if ops else None
+
+    def _runtime(self, settings: ProviderSettings) -> ProviderRuntime:
+        shared = self._shared
+        return ProviderRuntime(
+            settings,
+            self.events,
+            transport=self._transports[0],
+            async_transport=self._transports[1],
+            breaker_storage=SharedBreakerStorage(shared, settings.name) if shared else None,
+            shared_redis=shared,
+        )
+
+    def reload(self, settings: GatewaySettings) -> list[str]:
+        """Swap in a new config at once. Providers whose settings changed (or are new) are
+        rebuilt and start afresh; the others keep their breaker, limiter and clients. Returns
+        the rebuilt names. Where state lives (Redis, spool, encryption key) needs a restart."""
+        current = self.settings
+        if (settings.redis_url, settings.spool_path, settings.encryption_key) != (
+            current.redis_url,
+            current.spool_path,
+            current.encryption_key,
+        ):
+            raise ConfigError(
+                settings.source,
+                "gateway",
+                "redis_url, spool_path and encryption_key change only with a restart",
+            )
+        kept = {
+            n: rt for n, rt in self._providers.items() if settings.providers.get(n) == rt.settings
+        }
+        providers = {
+            name: kept.get(name) or self._runtime(ps) for name, ps in settings.providers.items()
+        }
+        with self._lock:
+            retired = [rt for n, rt in self._providers.items() if kept.get(n) is not rt]
+            self._providers = providers
+            self.settings = settings
+            self._facades.clear()
+            self._sync_facades.clear()
+            self.apply_overrides(self.overrides)  # rebuilds the chains on the new config
+        for rt in retired:
+            rt.close()
+        return sorted(set(providers) - set(kept))
+
+    def reload_on_sighup(self) -> None:
+        """Reload the config file on SIGHUP too (opt-in: call it from the main thread)."""
+        ops = self._ops
+        if ops is None:
+            raise ResilientError("reloading needs the ops loop (a gateway built with ops=True)")
+        signal.signal(signal.SIGHUP, lambda *_: ops.reload_config(force=True))
+
+    @property
+    def reload_error(self) -> str | None:
+        """Why the last config reload failed (the last good config is still in force)."""
+        return self._ops.reload_error if self._ops is not None else None
 
     def _shared_redis(self) -> Any:
         """The Redis client breakers share state through, when the config names one."""

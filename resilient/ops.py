@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from resilient.errors import ResilientError
 from resilient.overrides import FileOverrideStore, OverrideStore, RedisOverrideStore
 
 if TYPE_CHECKING:
@@ -103,17 +104,48 @@ def stores_for(gateway: Gateway) -> tuple[OverrideStore, StatusBoard]:
     return FileOverrideStore(path), FileStatusBoard(path.parent / "status")
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a changed file: (mtime in ns, size); None when it is no file."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return None
+    return (info.st_mtime_ns, info.st_size)
+
+
 class OpsLoop:
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
         self.store, self.board = stores_for(gateway)
         self._applied = -1
+        self._config = Path(gateway.settings.source)
+        self._config_seen = _stamp(self._config)
+        self.reload_error: str | None = None  # why the last reload failed, until one succeeds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="resilient-ops", daemon=True)
         self._thread.start()
 
+    def reload_config(self, *, force: bool = False) -> None:
+        """Reload the config file if it changed (or `force`): all of it, or none of it."""
+        stamp = _stamp(self._config)
+        if stamp is None or (stamp == self._config_seen and not force):
+            return
+        self._config_seen = stamp
+        from resilient.config import load_settings
+
+        try:
+            rebuilt = self._gateway.reload(load_settings(self._config))
+        except ResilientError as exc:
+            self.reload_error = str(exc)
+            logger.warning("config reload failed, keeping the last good config: %s", exc)
+            return
+        self.reload_error = None
+        logger.info("config reloaded from %s; rebuilt: %s", self._config, rebuilt or "none")
+
     def tick(self) -> None:
-        """Apply overrides if they changed (or one lapsed), then publish status."""
+        """Reload a changed config, apply overrides if they changed (or one lapsed), then
+        publish status."""
+        self.reload_config()
         try:
             version = self.store.version()
             if version != self._applied or self._gateway.overrides_lapse():

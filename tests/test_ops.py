@@ -149,3 +149,85 @@ def test_status_shows_running_processes_and_recent_changes(config: Path, gateway
     assert process["providers"]["b"]["enabled"] is False
     assert process["providers"]["a"]["samples"] >= 1
     assert report["overrides"]["recent_changes"][-1]["reason"] == "maintenance"
+
+
+RELOADABLE = """
+[gateway]
+overrides_path = "{overrides}"
+
+[providers.a]
+kind = "http"
+base_url = "{base}/a"
+
+[providers.b]
+kind = "http"
+base_url = "{base}/b"
+{b_limit}
+
+[capabilities.http]
+chain = {chain}
+"""
+
+
+def write_config(path: Path, simulator: Simulator, *, chain: str, b_limit: str = "") -> None:
+    path.write_text(
+        RELOADABLE.format(
+            overrides=path.parent / "overrides.json",
+            base=simulator.base_url,
+            chain=chain,
+            b_limit=b_limit,
+        )
+    )
+
+
+@pytest.fixture
+def reloadable(simulator: Simulator, tmp_path: Path) -> Iterator[tuple[Path, Gateway]]:
+    for name in ("a", "b"):
+        simulator.route("GET", f"/{name}/x", lambda r, _n=name: SimResponse.json({"by": _n}))
+    path = tmp_path / "resilient.toml"
+    write_config(path, simulator, chain='["a", "b"]')
+    with Gateway.from_config(path) as gw:
+        yield path, gw
+
+
+def test_config_reloads_on_change_keeping_unchanged_providers_state(
+    simulator: Simulator, reloadable: tuple[Path, Gateway]
+) -> None:
+    path, gw = reloadable
+    a_before, b_before = gw.provider("a"), gw.provider("b")
+    time.sleep(0.01)  # a distinct modification time
+    write_config(path, simulator, chain='["b", "a"]', b_limit='rate_limit = "5/s"')
+    soon(lambda: served_by(gw) == "b")
+    assert gw.provider("a") is a_before  # unchanged: same breaker, limiter, clients
+    assert gw.provider("b") is not b_before and str(gw.provider("b").limiter.rate) == "5/1s"
+
+
+def test_a_broken_reload_keeps_the_last_good_config_and_says_why(
+    simulator: Simulator, reloadable: tuple[Path, Gateway]
+) -> None:
+    path, gw = reloadable
+    path.write_text(path.read_text().replace('chain = ["a", "b"]', 'chain = ["a", "nope"]'))
+    soon(lambda: gw.reload_error is not None)
+    assert str(path) in (gw.reload_error or "") and "nope" in (gw.reload_error or "")
+    assert served_by(gw) == "a" and [rt.name for rt in gw.chain("http")] == ["a", "b"]
+    write_config(path, simulator, chain='["b"]')
+    soon(lambda: gw.reload_error is None and served_by(gw) == "b")
+
+
+def test_sighup_reloads_at_once(simulator: Simulator, reloadable: tuple[Path, Gateway]) -> None:
+    import os
+    import signal
+
+    path, gw = reloadable
+    gw.reload_on_sighup()
+    try:
+        stamp = path.stat()
+        text = path.read_text()
+        path.write_text(text.replace('["a", "b"]', '["b", "a"]'))  # same size
+        os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # unchanged to the watcher
+        time.sleep(1.5)
+        assert served_by(gw) == "a"  # the watcher saw no change
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert served_by(gw) == "b"
+    finally:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
