@@ -207,3 +207,25 @@ def test_three_processes_stay_under_a_shared_limit_measured_at_the_provider(
     # While any of them was sending, at most 20 slots a second existed for all three together,
     # however late a request left its slot (one limit each would have let three times that).
     assert len(arrivals) <= 20 * sending + 1
+
+
+def test_a_gateway_keeps_serving_while_redis_is_down(
+    simulator: Simulator, redis_server: RedisServer
+) -> None:
+    simulator.route("GET", "/a/x", lambda r: SimResponse.json({}))
+    settings = settings_from_mapping(
+        {
+            "gateway": {"redis_url": redis_server.url},
+            "providers": {
+                "a": {"kind": "http", "base_url": simulator.url("/a"), "rate_limit": "1000/s"}
+            },
+            "capabilities": {"http": {"chain": ["a"]}},
+        }
+    )
+    with Gateway(settings) as gw:
+        assert gw.sync.http.request("GET", "/x").status == "delivered"
+        redis_server.stop()
+        results = [gw.sync.http.request("GET", "/x").status for _ in range(20)]
+        assert results == ["delivered"] * 20  # breaker, limiter, ops loop: all on local state
+        redis_server.start()
+        assert gw.sync.http.request("GET", "/x").status == "delivered"
