@@ -40,6 +40,7 @@ class TwilioOptions(_Options):
     """Config keys of a "twilio" provider: `api_key` is the auth token of this account."""
 
     account_sid: str | None = None
+    sender: str | None = None  # `From` when an Sms names none: a number or an alphanumeric id
 
 
 @dataclass(frozen=True, slots=True)

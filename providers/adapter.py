@@ -7,6 +7,7 @@ does no I/O and holds no policy: the gateway's pipeline sends, retries and fails
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any, Protocol
 
 import httpx
@@ -14,8 +15,27 @@ import httpx
 from resilient.errors import ResilientError
 from resilient.runtime import ProviderRuntime
 
+Preparation = Generator[httpx.Request, httpx.Response, httpx.Response | None]
+"""What an adapter's optional `prepare(provider)` returns. Some providers need a call before the
+real one (a session, an OAuth token); `build` does no I/O, so `prepare` yields each request it
+needs and is sent its answer, before every attempt. It ends with None (ready: `build` may run)
+or with an answer that ends the attempt instead (a refused login), which the pipeline classifies
+like any other. It caches what it got, so most attempts yield nothing."""
+
 
 class Adapter(Protocol):
+    """Three optional members, looked up by name:
+
+    - `prepare(provider) -> Preparation`: state needed to *build* the request, fetched first
+      (a Bluesky session, whose DID goes into the body). See Preparation.
+    - `auth: httpx.Auth`: credentials attached to the built request that take I/O of their own
+      (an OAuth token fetched, cached, and refreshed on a 401); httpx runs the flow inside
+      the attempt.
+    - `verdict(response, default: Verdict) -> Verdict`: the adapter's reading of an answer its
+      status misjudges (a 200 whose body says the message was refused), given the status
+      table's verdict; it may also name the provider's error code in the verdict's reason.
+    """
+
     honours_idempotency_key: bool  # a repeat with the same key cannot act twice
 
     def build(self, model: Any, provider: ProviderRuntime, operation_id: str) -> httpx.Request:

@@ -9,7 +9,7 @@ provider after an outcome that may have acted.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ import httpx
 from providers.models import Charge, Email, Post, Sms
 from resilient.deferral import register_operation
 from resilient.errors import ResilientError
+from resilient.policy.classify import Verdict
 from resilient.registry import FacadeKinds, register_facade
 from resilient.result import Result
 from resilient.runtime import ProviderRuntime
@@ -48,6 +49,10 @@ class ModelOperation:
         self.model = model
         self.kind = model.capability
         self.operation_id: str = model.idempotency_key or uuid.uuid4().hex
+        # A post belongs to one account on one network: it never runs elsewhere, replays included.
+        self.providers: tuple[str, ...] | None = (
+            (model.account,) if isinstance(model, Post) else None
+        )
         self._adapters: dict[str, Any] = {}
 
     def _adapter(self, provider: ProviderRuntime) -> Any:
@@ -63,18 +68,61 @@ class ModelOperation:
     def idempotent_on(self, provider: ProviderRuntime) -> bool:
         return bool(self._adapter(provider).honours_idempotency_key)
 
-    def _request(self, provider: ProviderRuntime, timeout: float) -> httpx.Request:
-        request: httpx.Request = self._adapter(provider).build(
-            self.model, provider, self.operation_id
-        )
-        request.extensions["timeout"] = provider.attempt_timeout(timeout).as_dict()
-        return request
+    def _exchange(
+        self, provider: ProviderRuntime
+    ) -> Generator[httpx.Request, httpx.Response, httpx.Response]:
+        """One attempt's requests: the adapter's preparation (a session, a token) if it has one,
+        then the call. A preparation that fails ends the attempt with its answer."""
+        adapter = self._adapter(provider)
+        prepare = getattr(adapter, "prepare", None)
+        if prepare is not None:
+            refused: httpx.Response | None = yield from prepare(provider)
+            if refused is not None:
+                return refused
+        request: httpx.Request = adapter.build(self.model, provider, self.operation_id)
+        response = yield request
+        return response
 
     def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
-        return provider.client.send(self._request(provider, timeout))
+        exchange = self._exchange(provider)
+        try:
+            request = next(exchange)
+            while True:
+                request.extensions["timeout"] = provider.attempt_timeout(timeout).as_dict()
+                request = exchange.send(provider.client.send(request, auth=self._auth(provider)))
+        except StopIteration as done:
+            response: httpx.Response = done.value
+            return response
 
     async def asend(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
-        return await provider.aclient.send(self._request(provider, timeout))
+        exchange = self._exchange(provider)
+        try:
+            request = next(exchange)
+            while True:
+                request.extensions["timeout"] = provider.attempt_timeout(timeout).as_dict()
+                answer = await provider.aclient.send(request, auth=self._auth(provider))
+                request = exchange.send(answer)
+        except StopIteration as done:
+            response: httpx.Response = done.value
+            return response
+
+    def _auth(self, provider: ProviderRuntime) -> httpx.Auth | None:
+        """The adapter's auth flow, when its credentials take I/O of their own (an OAuth token
+        fetched and cached): httpx runs it inside the attempt, sync or async, so `build` stays
+        free of I/O and a token request that fails is the attempt's failure."""
+        auth: httpx.Auth | None = getattr(self._adapter(provider), "auth", None)
+        return auth
+
+    def verdict(
+        self, provider: ProviderRuntime, response: httpx.Response, default: Verdict
+    ) -> Verdict:
+        """The adapter's reading of an answer that its status misjudges (a 200 that refused the
+        message, a decline and its code), else the status table's."""
+        refine = getattr(self._adapter(provider), "verdict", None)
+        if refine is None:
+            return default
+        verdict: Verdict = refine(response, default)
+        return verdict
 
     def message_id(self, provider: str, response: httpx.Response | None) -> str | None:
         adapter = self._adapters.get(provider)

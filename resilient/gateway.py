@@ -376,6 +376,8 @@ class Gateway:
         the provider honours its key: never to another, where it could happen twice.
         """
         chain = self.chain(capability)
+        if only is None:  # the operation's own bound (a post's account) holds at replay too
+            only = getattr(op, "providers", None)
         if only is not None:
             chain = tuple(rt for rt in chain if rt.name in only)
             if not chain:

@@ -107,7 +107,7 @@ def provider_plan(
             result = yield Send(rt, max(0.0, min(settings.timeouts.attempt, deadline - sent_at)))
             ended = clock()
             latency = ended - sent_at
-            verdict = _classify(rt, result)
+            verdict = _classify(rt, op, result)
             health = verdict.health
             slow = slow_call is not None and latency > slow_call
             if health and slow:
@@ -164,9 +164,11 @@ def provider_plan(
     return last
 
 
-def _classify(rt: ProviderRuntime, result: object) -> Verdict:
+def _classify(rt: ProviderRuntime, op: Operation, result: object) -> Verdict:
     if isinstance(result, httpx.Response):
-        return rt.classifier.response(result.status_code, result.headers)
+        by_status = rt.classifier.response(result.status_code, result.headers)
+        refine = getattr(op, "verdict", None)  # an operation that also reads the answer's body
+        return by_status if refine is None else refine(rt, result, by_status)
     assert isinstance(result, BaseException)
     verdict = rt.classifier.error(result)
     if verdict is None:

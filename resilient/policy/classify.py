@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from resilient.policy.outcome_class import Outcome
@@ -52,6 +53,12 @@ DEFAULT_ERROR_RULES: Mapping[str, Outcome] = {
     "TransportError": Outcome.AMBIGUOUS,
 }
 _TIMEOUT_NAMES = frozenset({"ReadTimeout", "WriteTimeout", "TimeoutError", "TimeoutException"})
+
+# When a spent rate limit resets: X and GitHub send epoch seconds, Bluesky's PDS epoch seconds,
+# Mastodon an ISO 8601 time, the IETF draft delta seconds. They come on every answer; only a 429
+# makes them a wait.
+RESET_HEADERS = ("x-rate-limit-reset", "x-ratelimit-reset", "ratelimit-reset")
+_EPOCH = 1e9  # larger than any delay a server asks for (31 years): an epoch time, not a delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +113,10 @@ class Classifier:
             outcome = Outcome.RETRYABLE
         elif should_retry == "false" and outcome in (Outcome.RETRYABLE, Outcome.AMBIGUOUS):
             outcome = Outcome.FAILOVER
-        return Verdict(outcome, status, str(status), server_delay(headers, now))
+        delay = server_delay(headers, now)
+        if delay is None and status == 429:
+            delay = rate_limit_reset(headers, now)
+        return Verdict(outcome, status, str(status), delay)
 
     def error(self, exc: BaseException) -> Verdict | None:
         """A Verdict for a transport error; None for anything else (a bug: let it propagate)."""
@@ -141,3 +151,24 @@ def server_delay(headers: Mapping[str, str], now: float | None = None) -> float 
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def rate_limit_reset(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds until a spent rate limit resets, from the first reset header that parses."""
+    current = time.time() if now is None else now
+    for name in RESET_HEADERS:
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            try:
+                when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if when.tzinfo is None:
+                continue
+            return max(0.0, when.timestamp() - current)
+        return max(0.0, number - current if number > _EPOCH else number)
+    return None

@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
     from resilient.testing.routes.openai import OpenAIState
+    from resilient.testing.routes.paypal import PayPalState
     from resilient.testing.routes.sendgrid import SendGridState
     from resilient.testing.routes.stripe import StripeState
     from resilient.testing.routes.twilio import TwilioState
+    from resilient.testing.routes.vonage import VonageState
     from resilient.testing.simulator import SimRequest, Simulator
 
 __all__ = ["mount"]
@@ -38,6 +40,10 @@ def mount(sim: Simulator, provider: Literal["stripe"], *, prefix: str = "") -> S
 def mount(sim: Simulator, provider: Literal["sendgrid"], *, prefix: str = "") -> SendGridState: ...
 @overload
 def mount(sim: Simulator, provider: Literal["twilio"], *, prefix: str = "") -> TwilioState: ...
+@overload
+def mount(sim: Simulator, provider: Literal["vonage"], *, prefix: str = "") -> VonageState: ...
+@overload
+def mount(sim: Simulator, provider: Literal["paypal"], *, prefix: str = "") -> PayPalState: ...
 def mount(sim: Simulator, provider: str, *, prefix: str = "") -> Any:
     """Serve `provider`'s API under `prefix` (its base URL is then `sim.url(prefix)`, plus "/v1"
     for OpenAI); returns the provider's state: what it created, and knobs for tests."""
