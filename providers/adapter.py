@@ -7,6 +7,7 @@ does no I/O and holds no policy: the gateway's pipeline sends, retries and fails
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Generator
 from typing import Any, Protocol
 
@@ -58,6 +59,11 @@ def api_key(provider: ProviderRuntime) -> str:
     if not key:
         raise ResilientError(f"provider {provider.name!r} has no api_key in its config")
     return key.reveal()
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An `Authorization: Basic` value (RFC 7617)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def json_field(response: httpx.Response, *path: str) -> str | None:

@@ -13,6 +13,7 @@ import httpx
 
 from resilient.chain import ChainOutcome, chain_plan
 from resilient.executors import run_async, run_sync
+from resilient.pipeline import Operation, Plan
 from resilient.runtime import ProviderRuntime
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -72,6 +73,11 @@ def _deliver(
     raise ProviderUnavailable(f"provider {provider.name!r} not tried: {reason}", request=request)
 
 
+def provider_plan_for(rt: ProviderRuntime, op: Operation) -> Plan:
+    """A transport's plan: one provider, bounded by what its own policies allow."""
+    return chain_plan(rt.name, (rt,), op, rt.clock() + rt.natural_deadline(), rt.bus)
+
+
 class ResilientTransport(httpx.BaseTransport):
     def __init__(self, provider: ProviderRuntime, inner: httpx.BaseTransport | None = None) -> None:
         self.provider = provider
@@ -81,8 +87,7 @@ class ResilientTransport(httpx.BaseTransport):
         request.read()  # a streamed body could not be sent twice
         rt = self.provider
         op = _TransportOperation(request, self._inner)
-        plan = chain_plan(rt.name, (rt,), op, rt.clock() + rt.natural_deadline(), rt.bus)
-        return _deliver(rt, request, run_sync(plan, op))
+        return _deliver(rt, request, run_sync(provider_plan_for(rt, op), op))
 
     def close(self) -> None:
         self._inner.close()
@@ -99,8 +104,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         await request.aread()
         rt = self.provider
         op = _TransportOperation(request, self._inner)
-        plan = chain_plan(rt.name, (rt,), op, rt.clock() + rt.natural_deadline(), rt.bus)
-        return _deliver(rt, request, await run_async(plan, op))
+        return _deliver(rt, request, await run_async(provider_plan_for(rt, op), op))
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -14,10 +14,10 @@ from typing import cast
 import httpx
 import httpx2
 
-from resilient.chain import ChainOutcome, chain_plan
+from resilient.chain import ChainOutcome
 from resilient.executors import run_async, run_sync
 from resilient.runtime import ProviderRuntime
-from resilient.transport import _TransportOperation
+from resilient.transport import _TransportOperation, provider_plan_for
 
 
 class ProviderUnavailable(httpx2.ConnectError):
@@ -96,8 +96,7 @@ class ResilientTransport(httpx2.BaseTransport):
         request.read()  # a streamed body could not be sent twice
         rt = self.provider
         op = _operation(request, self._inner)
-        plan = chain_plan(rt.name, (rt,), op, rt.clock() + rt.natural_deadline(), rt.bus)
-        return _deliver(rt, request, run_sync(plan, op))
+        return _deliver(rt, request, run_sync(provider_plan_for(rt, op), op))
 
     def close(self) -> None:
         self._inner.close()
@@ -114,8 +113,7 @@ class AsyncResilientTransport(httpx2.AsyncBaseTransport):
         await request.aread()
         rt = self.provider
         op = _operation(request, self._inner)
-        plan = chain_plan(rt.name, (rt,), op, rt.clock() + rt.natural_deadline(), rt.bus)
-        return _deliver(rt, request, await run_async(plan, op))
+        return _deliver(rt, request, await run_async(provider_plan_for(rt, op), op))
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -6,7 +6,6 @@ to a second provider: only answers that say it was *not* taken are failed over.
 
 from __future__ import annotations
 
-import base64
 import re
 
 EMAIL_RULES: tuple[tuple[str, str], ...] = (
@@ -49,8 +48,3 @@ def formatted(address: str) -> str:
     if _SPECIALS.search(name):
         name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return f"{name} <{bare}>"
-
-
-def basic_auth(user: str, password: str) -> str:
-    """An `Authorization: Basic` value (httpx.Request takes no `auth=`; only clients do)."""
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from providers.adapter import api_key, base_url, json_field
-from providers.email._common import EMAIL_RULES, basic_auth, formatted
+from providers.adapter import api_key, base_url, basic_auth, json_field
+from providers.email._common import EMAIL_RULES, formatted
 from providers.models import Email
 from resilient import registry
 from resilient.runtime import ProviderRuntime

@@ -41,8 +41,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from providers.adapter import api_key, json_field
-from providers.email._common import EMAIL_RULES, basic_auth, formatted, split_address
+from providers.adapter import api_key, basic_auth, json_field
+from providers.email._common import EMAIL_RULES, formatted, split_address
 from providers.models import Email
 from resilient import registry
 from resilient.errors import InvalidRequest

@@ -22,7 +22,6 @@ the token is cached until shortly before it expires.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import threading
@@ -34,7 +33,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from providers.adapter import base_url, json_field
+from providers.adapter import base_url, basic_auth, json_field
 from providers.models import Charge
 from providers.payments._common import MAY_HAVE_CHARGED_RULES, refined
 from resilient import registry
@@ -138,11 +137,13 @@ class PayPalAuth(httpx.Auth):
             raise ResilientError(
                 f"provider {self._name!r} has no api_key (the PayPal client secret) in its config"
             )
-        credentials = base64.b64encode(f"{self._client_id}:{self._secret}".encode()).decode()
         return httpx.Request(
             "POST",
             str(request.url).removesuffix(ORDERS_PATH) + TOKEN_PATH,
-            headers={"Authorization": f"Basic {credentials}", "Accept": "application/json"},
+            headers={
+                "Authorization": basic_auth(self._client_id, self._secret),
+                "Accept": "application/json",
+            },
             data={"grant_type": "client_credentials"},
             extensions={k: v for k, v in request.extensions.items() if k == "timeout"},
         )

@@ -7,8 +7,6 @@ have taken is never sent through another one: only answers that say it was *not*
 
 from __future__ import annotations
 
-import base64
-
 from pydantic import SecretStr
 
 from providers.models import Sms
@@ -28,11 +26,6 @@ def sender(sms: Sms, provider: ProviderRuntime) -> str:
             "in its config"
         )
     return str(chosen)
-
-
-def basic_auth(user: str, password: str) -> str:
-    """An `Authorization: Basic` value (httpx.Request takes no `auth=`; only clients do)."""
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def reveal(value: object) -> str | None:

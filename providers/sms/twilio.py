@@ -16,9 +16,9 @@ import dataclasses
 import httpx
 
 from providers._sdk import register_sdk_kind
-from providers.adapter import api_key, base_url, json_field
+from providers.adapter import api_key, base_url, basic_auth, json_field
 from providers.models import Sms
-from providers.sms._common import basic_auth, sender
+from providers.sms._common import sender
 from resilient.errors import ResilientError
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
