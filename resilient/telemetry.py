@@ -136,34 +136,50 @@ class EventBus:
                 logger.error("%s", redact(f"{text}\n{traceback.format_exc().rstrip()}"))
 
 
-def log_event(event: Event) -> None:
-    """The stdlib-logging listener: one line per decision, secrets masked, no request bodies."""
-    if isinstance(event, AttemptFinished):
-        level, text = logging.DEBUG, f"attempt {event.number} {event.attempt}"
-    elif isinstance(event, RetryScheduled):
-        level = logging.INFO
-        text = f"{event.provider}: retry {event.number} in {event.delay:.3f}s ({event.reason})"
-    elif isinstance(event, BreakerChanged):
-        level = logging.WARNING if event.new == "open" else logging.INFO
-        extra = f" for {event.open_for:g}s" if event.new == "open" else ""
-        text = f"{event.provider}: breaker {event.old} -> {event.new}{extra}"
-    elif isinstance(event, Rejected):
-        level, text = logging.INFO, f"{event.provider}: not tried ({event.by})"
-    elif isinstance(event, DeadLettered):
-        level = logging.WARNING
-        text = f"{event.capability}: dead letter {event.deferral_id} ({event.reason})"
-    elif isinstance(event, FailedOver):
-        level = logging.INFO
-        text = f"{event.capability}: failing over from {event.provider} ({event.reason})"
-    elif isinstance(event, CallFinished):
-        level = {"delivered": logging.DEBUG, "deferred": logging.INFO}.get(
+_LEVELS: dict[type, int] = {
+    AttemptFinished: logging.DEBUG,
+    RetryScheduled: logging.INFO,
+    Rejected: logging.INFO,
+    DeadLettered: logging.WARNING,
+    FailedOver: logging.INFO,
+}
+
+
+def _level(event: Event) -> int | None:
+    """The level an event is logged at; None for events others log (alerts)."""
+    if isinstance(event, BreakerChanged):
+        return logging.WARNING if event.new == "open" else logging.INFO
+    if isinstance(event, CallFinished):
+        return {"delivered": logging.DEBUG, "deferred": logging.INFO}.get(
             event.status, logging.WARNING
         )
-        text = (
-            f"{event.capability}: {event.status} by {event.provider or '-'} after "
-            f"{len(event.attempts)} attempt(s) in {event.latency * 1000:.0f} ms"
-        )
-    else:  # AlertChanged: its monitor logs it, on "resilient.alerts"
-        return
-    if logger.isEnabledFor(level):
-        logger.log(level, "%s", redact(text))
+    return _LEVELS.get(type(event))
+
+
+def _describe(event: Event) -> str:
+    if isinstance(event, AttemptFinished):
+        return f"attempt {event.number} {event.attempt}"
+    if isinstance(event, RetryScheduled):
+        return f"{event.provider}: retry {event.number} in {event.delay:.3f}s ({event.reason})"
+    if isinstance(event, BreakerChanged):
+        extra = f" for {event.open_for:g}s" if event.new == "open" else ""
+        return f"{event.provider}: breaker {event.old} -> {event.new}{extra}"
+    if isinstance(event, Rejected):
+        return f"{event.provider}: not tried ({event.by})"
+    if isinstance(event, DeadLettered):
+        return f"{event.capability}: dead letter {event.deferral_id} ({event.reason})"
+    if isinstance(event, FailedOver):
+        return f"{event.capability}: failing over from {event.provider} ({event.reason})"
+    assert isinstance(event, CallFinished)
+    return (
+        f"{event.capability}: {event.status} by {event.provider or '-'} after "
+        f"{len(event.attempts)} attempt(s) in {event.latency * 1000:.0f} ms"
+    )
+
+
+def log_event(event: Event) -> None:
+    """The stdlib-logging listener: one line per decision, secrets masked, no request bodies.
+    The line is only formatted when its level is enabled: the hot path pays nothing else."""
+    level = _level(event)
+    if level is not None and logger.isEnabledFor(level):
+        logger.log(level, "%s", redact(_describe(event)))
