@@ -33,11 +33,11 @@ class HttpOperation:
     kind = "http"
     __slots__ = (
         "_idempotent",
+        "_operation_id",
         "credential",
         "failover_when_ambiguous",
         "kwargs",
         "method",
-        "operation_id",
         "url",
     )
 
@@ -55,7 +55,13 @@ class HttpOperation:
         self._idempotent = self.method in SAFE_METHODS or key is not None
         self.failover_when_ambiguous = self.method in SAFE_METHODS
         self.credential: str | None = None
-        self.operation_id = key or uuid.uuid4().hex
+        self._operation_id: str | None = key  # made only when asked (deferral), not per call
+
+    @property
+    def operation_id(self) -> str:
+        if self._operation_id is None:
+            self._operation_id = uuid.uuid4().hex
+        return self._operation_id
 
     def idempotent_on(self, provider: ProviderRuntime) -> bool:
         return self._idempotent
@@ -101,7 +107,7 @@ class HttpOperation:
         if "content_b64" in body:
             kwargs["content"] = base64.b64decode(body["content_b64"])
         op = cls(str(body["method"]), str(body["url"]), kwargs)
-        op.operation_id = str(body["id"])
+        op._operation_id = str(body["id"])
         return op
 
     def _request(

@@ -82,6 +82,13 @@ class ProviderRuntime:
         self.limiter: RateLimiter | SharedRateLimiter = self.make_limiter(settings.rate_limit)
         self.bulkhead = Bulkhead(settings.max_concurrent)
         self.stats = AttemptStats(settings.breaker.window)
+        t = settings.timeouts
+        self._full_attempt_timeout = httpx.Timeout(
+            connect=min(t.connect, t.attempt),
+            read=min(t.read, t.attempt),
+            write=min(t.write, t.attempt),
+            pool=t.attempt,
+        )
         self.budget = RetryBudget(settings.retry)
         self._credential_limiters: dict[bytes, RateLimiter] = {}
         self._lock = threading.Lock()
@@ -141,8 +148,11 @@ class ProviderRuntime:
         return t.attempt * r.attempts + r.backoff_cap * (r.attempts - 1)
 
     def attempt_timeout(self, budget: float) -> httpx.Timeout:
-        """httpx phase timeouts for one attempt that must end within `budget` seconds."""
+        """httpx phase timeouts for one attempt that must end within `budget` seconds (the
+        usual full-attempt budget is built once, not per attempt)."""
         t = self.settings.timeouts
+        if budget == t.attempt:
+            return self._full_attempt_timeout
         return httpx.Timeout(
             connect=min(t.connect, budget),
             read=min(t.read, budget),
