@@ -17,12 +17,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
 import h11
 
+from resilient.testing.background_server import BackgroundServer
 from resilient.testing.faults import Fault
 
 Handler = Callable[["SimRequest"], "SimResponse"]
@@ -179,75 +179,22 @@ class FaultHandle:
         )
 
 
-class Simulator:
+class Simulator(BackgroundServer):
     """The fake provider server. Configure routes and faults from any thread while it runs."""
+
+    _thread_name = "resilient-simulator"
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, *, max_records: int | None = None
     ) -> None:
         """`max_records` bounds the request log (oldest dropped) for long benchmark runs."""
-        self._host = host
-        self._requested_port = port
-        self._port: int | None = None
+        super().__init__(host, port)
         self._lock = threading.Lock()
         self._exact: dict[tuple[str, str], Handler] = {}
         self._patterns: list[tuple[str, tuple[str, ...], Handler]] = []
         self._faults: list[FaultHandle] = []
         self._records: deque[_Record] = deque(maxlen=max_records)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._connections: set[asyncio.Task[None]] = set()
         self._install_builtins()
-
-    # lifecycle
-
-    def start(self) -> Simulator:
-        if self._thread is not None:
-            return self
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        thread = threading.Thread(
-            target=self._run, args=(ready, failure), name="resilient-simulator", daemon=True
-        )
-        thread.start()
-        ready.wait()
-        if failure:
-            thread.join()
-            raise RuntimeError("simulator failed to start") from failure[0]
-        self._thread = thread
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving; hung and open connections are cut, so this never waits on a client."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None or loop is None or stopping is None:
-            return
-        loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout)
-        self._thread = self._loop = self._stopping = None
-        self._port = None
-
-    def __enter__(self) -> Simulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("simulator is not running: call start() first")
-        return self._port
 
     @property
     def base_url(self) -> str:
@@ -343,38 +290,17 @@ class Simulator:
         """Only the requests whose route ran: what the provider actually did."""
         return [r for r in self.requests(method=method, path=path, prefix=prefix) if r.effect]
 
-    # the server thread
-
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._serve(loop, ready))
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            ready.set()
-            loop.close()
-
-    async def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        server = await asyncio.start_server(
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(
             self._serve_connection, self._host, self._requested_port, backlog=_BACKLOG
         )
-        self._port = server.sockets[0].getsockname()[1]
-        self._stopping = asyncio.Event()
-        self._loop = loop
-        ready.set()
-        await self._stopping.wait()
-        server.close()
-        for task in self._connections:
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
 
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._track(task)
         conn = h11.Connection(h11.SERVER)
         try:
             while await self._serve_one(conn, reader, writer):
@@ -386,7 +312,6 @@ class Simulator:
         except asyncio.CancelledError:
             pass  # stop() cancels us; ending normally keeps 3.11's stream callback from raising
         finally:
-            self._connections.discard(task)
             writer.close()
 
     async def _serve_one(

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
-from types import TracebackType
 from typing import Literal
+
+from resilient.testing.background_server import BackgroundServer
 
 Stage = Literal["greeting", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "message"]
 Action = Literal["reply", "drop", "hang"]
@@ -107,8 +108,10 @@ class _Session:
         self.rcpt_to = []
 
 
-class SmtpSink:
+class SmtpSink(BackgroundServer):
     """The fake SMTP server. Inject faults and read what it received from any thread."""
+
+    _thread_name = "smtp-sink"
 
     def __init__(
         self,
@@ -121,9 +124,8 @@ class SmtpSink:
     ) -> None:
         if implicit_tls and tls is None:
             raise ValueError("implicit_tls needs a server tls context")
+        super().__init__(host, port)
         self.host = host
-        self._requested_port = port
-        self._port: int | None = None
         self._tls = tls
         self._implicit = implicit_tls
         self._users = dict(users) if users is not None else None
@@ -131,54 +133,6 @@ class SmtpSink:
         self._messages: list[ReceivedMessage] = []
         self._commands: list[str] = []
         self._faults: list[_Injected] = []
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
-
-    # lifecycle
-
-    def start(self) -> SmtpSink:
-        if self._thread is not None:
-            return self
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        thread = threading.Thread(
-            target=self._run, args=(ready, failure), name="smtp-sink", daemon=True
-        )
-        thread.start()
-        ready.wait()
-        if failure:
-            thread.join()
-            raise RuntimeError("SMTP sink failed to start") from failure[0]
-        self._thread = thread
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None or loop is None or stopping is None:
-            return
-        loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout)
-        self._thread = self._loop = self._stopping = None
-        self._port = None
-
-    def __enter__(self) -> SmtpSink:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("SMTP sink is not running: call start() first")
-        return self._port
 
     # what tests script and read
 
@@ -205,41 +159,20 @@ class SmtpSink:
         with self._lock:
             return list(self._commands)
 
-    # the server thread
-
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._serve(loop, ready))
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            ready.set()
-            loop.close()
-
-    async def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        server = await asyncio.start_server(
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(
             self._serve_session,
             self.host,
             self._requested_port,
             ssl=self._tls if self._implicit else None,
         )
-        self._port = server.sockets[0].getsockname()[1]
-        self._stopping = asyncio.Event()
-        self._loop = loop
-        ready.set()
-        await self._stopping.wait()
-        server.close()
-        for task in self._sessions:
-            task.cancel()
-        await asyncio.gather(*self._sessions, return_exceptions=True)
 
     async def _serve_session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._sessions.add(task)
+        self._track(task)
         try:
             await self._converse(reader, writer, _Session(tls=self._implicit))
         except (OSError, asyncio.IncompleteReadError):  # the client went away
@@ -247,7 +180,6 @@ class SmtpSink:
         except asyncio.CancelledError:
             pass  # stop() cancels us
         finally:
-            self._sessions.discard(task)
             writer.close()
 
     async def _converse(
