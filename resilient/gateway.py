@@ -245,7 +245,7 @@ class Gateway:
         chains = {}
         for capability, configured in self.settings.capabilities.items():
             names = state.chains.get(capability)
-            if names is not None and not self._fits(capability, names):
+            if names is not None and not self.chain_fits(capability, names):
                 logger.warning("ops: ignoring chain override %s for %s", names, capability)
                 names = None
             chains[capability] = tuple(self._providers[n] for n in names or configured.chain)
@@ -263,7 +263,7 @@ class Gateway:
         """Whether a time-limited override has run out since the overrides were applied."""
         return time.time() >= self._next_lapse
 
-    def _fits(self, capability: str, names: Sequence[str]) -> bool:
+    def chain_fits(self, capability: str, names: Sequence[str]) -> bool:
         """A chain override may only name known providers whose kind serves the capability."""
         if not names or len(set(names)) != len(names):
             return False

@@ -112,7 +112,7 @@ def _chain(args: argparse.Namespace) -> int:
         if args.reset:
             change = set_chain(args.capability, None, args.reason)
         else:
-            if not gateway._fits(args.capability, args.providers):
+            if not gateway.chain_fits(args.capability, args.providers):
                 raise ResilientError(
                     f"{args.capability}: a chain needs distinct, configured providers of its "
                     f"kind; got {', '.join(args.providers) or 'none'}"
