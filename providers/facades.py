@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from providers import cross_channel
 from providers.models import Charge, Email, Post, Sms
 from resilient.deferral import register_operation
-from resilient.errors import ResilientError
+from resilient.errors import ChainExhausted, DeadlineExceeded, ResilientError
 from resilient.policy.classify import Verdict
 from resilient.registry import FacadeKinds, register_facade
 from resilient.result import Result
@@ -193,33 +194,65 @@ class _SyncFacade:
         return _receipt(self._gateway, op, result)
 
 
-class EmailFacade(_Facade):
+class _Messaging(_Facade):
+    """Email and SMS: either may fall back to the other channel (providers.cross_channel)."""
+
     async def send(
-        self, email: Email, *, defer: bool | None = None, deadline: float | None = None
+        self,
+        message: Any,
+        *,
+        defer: bool | None = None,
+        deadline: float | None = None,
+        fallback_to: str | None = None,
     ) -> Result[Receipt]:
-        """Send through the first provider of the chain that can; park it if none can."""
-        return await self._run(email, defer, deadline)
+        """Send through the first provider of the chain that can; park it if none can. With
+        `fallback_to` (an address or number on the configured fallback channel), a message no
+        provider of this channel could deliver goes out on the other channel instead."""
+        if fallback_to is None:
+            return await self._run(message, defer, deadline)
+        settings = self._gateway.settings.capabilities[self.capability]
+        message, target, other = cross_channel.planned(message, settings, fallback_to)
+        try:
+            return await self._run(message, False, deadline)
+        except (ChainExhausted, DeadlineExceeded) as exhausted:
+            result = await self._gateway.capability(target)._run(other, defer, deadline)
+            return cross_channel.settled(message, result, self._gateway.ledger, exhausted.attempts)
 
 
-class SyncEmailFacade(_SyncFacade):
+class _SyncMessaging(_SyncFacade):
     def send(
-        self, email: Email, *, defer: bool | None = None, deadline: float | None = None
+        self,
+        message: Any,
+        *,
+        defer: bool | None = None,
+        deadline: float | None = None,
+        fallback_to: str | None = None,
     ) -> Result[Receipt]:
-        return self._run(email, defer, deadline)
+        if fallback_to is None:
+            return self._run(message, defer, deadline)
+        settings = self._gateway.settings.capabilities[self.capability]
+        message, target, other = cross_channel.planned(message, settings, fallback_to)
+        try:
+            return self._run(message, False, deadline)
+        except (ChainExhausted, DeadlineExceeded) as exhausted:
+            result = self._gateway.sync.capability(target)._run(other, defer, deadline)
+            return cross_channel.settled(message, result, self._gateway.ledger, exhausted.attempts)
 
 
-class SmsFacade(_Facade):
-    async def send(
-        self, sms: Sms, *, defer: bool | None = None, deadline: float | None = None
-    ) -> Result[Receipt]:
-        return await self._run(sms, defer, deadline)
+class EmailFacade(_Messaging):
+    """`gw.email.send(Email(...), fallback_to="+15550100")`."""
 
 
-class SyncSmsFacade(_SyncFacade):
-    def send(
-        self, sms: Sms, *, defer: bool | None = None, deadline: float | None = None
-    ) -> Result[Receipt]:
-        return self._run(sms, defer, deadline)
+class SyncEmailFacade(_SyncMessaging):
+    pass
+
+
+class SmsFacade(_Messaging):
+    """`gw.sms.send(Sms(...), fallback_to="ada@example.com")`."""
+
+
+class SyncSmsFacade(_SyncMessaging):
+    pass
 
 
 class PaymentsFacade(_Facade):

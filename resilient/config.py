@@ -336,6 +336,8 @@ class _Capability(_Table):
     defer: bool = _CAPABILITY.defer
     deadline: _PositiveDuration = _CAPABILITY.deadline
     timeout: _PositiveDuration | None = _CAPABILITY.timeout
+    fallback: str | None = _CAPABILITY.fallback
+    fallback_sender: Annotated[str, Field(min_length=1)] | None = _CAPABILITY.fallback_sender
 
     @field_validator("chain")
     @classmethod
@@ -394,6 +396,7 @@ class _Loader:
             for name, table in self.tables(_section(data, "capabilities"), ("capabilities",))
             if (capability := self.capability(name, table, declared)) is not None
         }
+        self.check_fallbacks(capabilities)
         self.raise_problems()
         assert gateway is not None and alerts is not None
         return GatewaySettings(
@@ -549,7 +552,41 @@ class _Loader:
             defer=model.defer,
             deadline=model.deadline,
             timeout=model.timeout,
+            fallback=model.fallback,
+            fallback_sender=model.fallback_sender,
         )
+
+    def check_fallbacks(self, capabilities: Mapping[str, CapabilitySettings]) -> None:
+        """A fallback names another configured capability of the other channel (email <-> sms),
+        and one that is email needs a sender address."""
+        channels = {name: self.channel(cap) for name, cap in capabilities.items()}
+        for name, cap in capabilities.items():
+            if cap.fallback is None:
+                continue
+            path: _Path = ("capabilities", name, "fallback")
+            target = channels.get(cap.fallback)
+            pair = {channels[name], target}
+            if cap.fallback == name or target is None or pair != {"email", "sms"}:
+                others = [n for n, c in channels.items() if {channels[name], c} == {"email", "sms"}]
+                self.fail(
+                    path,
+                    f"expected the name of a capability of the other channel (email <-> sms): "
+                    f"{', '.join(others) or 'none configured'}; found {cap.fallback!r}",
+                )
+            elif target == "email" and not (cap.fallback_sender and "@" in cap.fallback_sender):
+                self.fail(
+                    ("capabilities", name, "fallback_sender"),
+                    "expected the email address that fallback emails are sent from",
+                )
+
+    def channel(self, capability: CapabilitySettings) -> str | None:
+        """What a capability carries, from its providers' kinds ("http" providers fit any)."""
+        served = {
+            kind.capability
+            for member in capability.chain
+            if (kind := self.kinds.get(member)) is not None
+        }
+        return next(iter(served - {"http"}), None)
 
     # -- problems --------------------------------------------------------------------------------
 

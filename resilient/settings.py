@@ -83,6 +83,8 @@ class CapabilitySettings:
     defer: bool = False
     deadline: float = 3600.0  # a deferred request older than this is dead-lettered, never sent
     timeout: float | None = None  # the whole call across the chain
+    fallback: str | None = None  # another channel's capability (sms <-> email), per call opt-in
+    fallback_sender: str | None = None  # the From on that channel (required for email)
 
 
 @dataclass(frozen=True, slots=True)
