@@ -65,8 +65,12 @@ async def main() -> None:
             sms = await gw.sms.send(Sms(to="+15550100", body="Your code is 1234"))
             print(f"sms     {sms.status} by {sms.provider}, id {sms.value.message_id}")
 
-            charge = Charge(amount=1999, currency="usd", payment_method="pm_card_visa",
-                            idempotency_key="order-42")  # fmt: skip
+            charge = Charge(
+                amount=1999,
+                currency="usd",
+                payment_method="pm_card_visa",
+                idempotency_key="order-42",
+            )
             paid = await gw.payments.charge(charge)
             print(f"charge  {paid.status} by {paid.provider}, id {paid.value.message_id}")
             again = await gw.payments.charge(charge)  # the same order again: never charged twice
