@@ -34,6 +34,7 @@ class OpenAIOptions(_Options):
 
     organization: str | None = None
     project: str | None = None
+    models: dict[str, str] = {}  # gw.llm: logical model name -> this provider's model name
 
 
 class TwilioOptions(_Options):

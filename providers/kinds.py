@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from providers import _sdk, email, facades, payments, sms, social
+from providers import _sdk, email, facades, llm, payments, sms, social
 from resilient import registry
 
 for _package in (email, sms, payments, social):
@@ -18,4 +18,4 @@ for _name in _sdk.KINDS:
     if not registry.is_registered(_name):
         _sdk.register_sdk_kind(_name)
 
-__all__ = ["facades"]
+__all__ = ["facades", "llm"]  # imported for what they register: gw.<capability>, llm kinds

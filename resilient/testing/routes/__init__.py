@@ -21,6 +21,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
+    from resilient.testing.routes.anthropic import AnthropicState
     from resilient.testing.routes.openai import OpenAIState
     from resilient.testing.routes.paypal import PayPalState
     from resilient.testing.routes.sendgrid import SendGridState
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 __all__ = ["mount"]
 
 
+@overload
+def mount(
+    sim: Simulator, provider: Literal["anthropic"], *, prefix: str = ""
+) -> AnthropicState: ...
 @overload
 def mount(sim: Simulator, provider: Literal["openai"], *, prefix: str = "") -> OpenAIState: ...
 @overload

@@ -1,0 +1,166 @@
+"""`gw.llm.chat(...)` and `gw.sync.llm.chat(...)`: one chat along the capability's chain.
+
+A chat has no side effect: it is not ledgered, never parked, repeated freely on one provider
+(`idempotent_on` is True) and sent to the next provider after any outcome, a silent one
+included: the pipeline fails a timed-out attempt over at once, since retrying a provider that
+says nothing only multiplies the wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from providers.llm.models import ChatRequest, ChatResponse, ContextLengthExceeded
+from resilient.errors import FatalError, ResilientError
+from resilient.policy.classify import Verdict
+from resilient.policy.outcome_class import Outcome
+from resilient.registry import FacadeKinds, register_facade
+from resilient.result import Result
+from resilient.runtime import ProviderRuntime
+
+if TYPE_CHECKING:
+    from resilient.gateway import Gateway
+
+CAPABILITY_KIND = "llm"
+
+
+class ChatAdapter(Protocol):
+    def build(self, chat: ChatRequest, provider: ProviderRuntime) -> httpx.Request: ...
+
+    def parse(self, response: httpx.Response, provider: str, model: str) -> ChatResponse: ...
+
+    def verdict(self, response: httpx.Response, default: Verdict) -> Verdict: ...
+
+
+class ChatOperation:
+    """One chat, answered by whichever provider of the chain can."""
+
+    ledger = False  # nothing to deduplicate: a repeated chat is just another answer
+    failover_when_ambiguous = True  # nothing can happen twice: a silent provider is left at once
+    credential: str | None = None
+
+    def __init__(self, chat: ChatRequest) -> None:
+        self.chat = chat
+        self.answer: ChatResponse | None = None  # parsed from the answer that was accepted
+
+    def idempotent_on(self, provider: ProviderRuntime) -> bool:
+        return True
+
+    def _adapter(self, provider: ProviderRuntime) -> ChatAdapter:
+        adapter: ChatAdapter | None = provider.adapter
+        if adapter is None or not hasattr(adapter, "parse"):
+            raise ResilientError(
+                f"provider {provider.name!r} (kind {provider.settings.kind!r}) cannot chat"
+            )
+        return adapter
+
+    def _request(self, provider: ProviderRuntime, timeout: float) -> httpx.Request:
+        request = self._adapter(provider).build(self.chat, provider)
+        request.extensions["timeout"] = provider.attempt_timeout(timeout).as_dict()
+        return request
+
+    def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
+        return provider.client.send(self._request(provider, timeout))
+
+    async def asend(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
+        return await provider.aclient.send(self._request(provider, timeout))
+
+    def verdict(
+        self, provider: ProviderRuntime, response: httpx.Response, default: Verdict
+    ) -> Verdict:
+        """The adapter's reading (a prompt too long is final), and a success only when the
+        answer is a chat answer: a 200 without one is retried, then failed over."""
+        adapter = self._adapter(provider)
+        verdict = adapter.verdict(response, default)
+        if verdict.outcome is not Outcome.OK:
+            return verdict
+        try:
+            self.answer = adapter.parse(response, provider.name, self.chat.model)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return Verdict(Outcome.RETRYABLE, response.status_code, "malformed chat answer")
+        return verdict
+
+
+def _chat(
+    messages: Sequence[Mapping[str, Any]],
+    model: str,
+    temperature: float | None,
+    max_tokens: int | None,
+    tools: Sequence[Mapping[str, Any]] | None,
+) -> ChatOperation:
+    return ChatOperation(ChatRequest.of(messages, model, temperature, max_tokens, tools))
+
+
+def _answered(op: ChatOperation, result: Result[httpx.Response]) -> Result[ChatResponse]:
+    """The chat answer in place of the HTTP one (whose body was read within its attempt)."""
+    return Result(result.status, result.provider, result.attempts, op.answer)
+
+
+def _too_long(capability: str, error: FatalError) -> FatalError:
+    """A clearer error when a provider said the prompt does not fit its model."""
+    last = error.attempts[-1] if error.attempts else None
+    if last is None or "context_length_exceeded" not in last.reason:
+        return error
+    return ContextLengthExceeded(
+        f"{capability}: the prompt is longer than {last.provider}'s model accepts "
+        "(context_length_exceeded); not retried on the same model",
+        error.attempts,
+        error.response,
+    )
+
+
+class LlmFacade:
+    """`gw.llm`."""
+
+    def __init__(self, gateway: Gateway, capability: str) -> None:
+        self._gateway = gateway
+        self.capability = capability
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        model: str = "fast",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> Result[ChatResponse]:
+        """One chat answer, from the first provider of the chain that gives one."""
+        op = _chat(messages, model, temperature, max_tokens, tools)
+        try:
+            result = await self._gateway.acall(self.capability, op, defer=False, deadline=deadline)
+        except FatalError as error:
+            raise _too_long(self.capability, error) from error
+        return _answered(op, result)
+
+
+class SyncLlmFacade:
+    """`gw.sync.llm`."""
+
+    def __init__(self, gateway: Gateway, capability: str) -> None:
+        self._gateway = gateway
+        self.capability = capability
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        model: str = "fast",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> Result[ChatResponse]:
+        op = _chat(messages, model, temperature, max_tokens, tools)
+        try:
+            result = self._gateway.call(self.capability, op, defer=False, deadline=deadline)
+        except FatalError as error:
+            raise _too_long(self.capability, error) from error
+        return _answered(op, result)
+
+
+register_facade(CAPABILITY_KIND, FacadeKinds(LlmFacade, SyncLlmFacade))
