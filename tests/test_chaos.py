@@ -1,0 +1,129 @@
+"""The chaos suite's short profile: each scenario under load, its invariants counted at the
+simulator; and `python -m chaos` end to end (table, JSON, exit status)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaos.scenarios import SCENARIOS, ScenarioResult, max_per_second, run, table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def common(result: ScenarioResult) -> None:
+    assert result.calls > 0
+    assert result.details["modes"].keys() == {"sync", "async"}  # threads and tasks both ran
+    assert result.lost == 0
+    assert result.duplicated == 0
+    assert result.violations == []
+
+
+def test_primary_down_serves_or_defers_then_replays_every_call() -> None:
+    result = run("primary-down")
+    common(result)
+    assert result.failed == 0
+    assert result.served + result.deferred == result.calls
+    assert result.deferred > 0 and result.replayed == result.deferred
+    assert result.details["served_by"].get("f", 0) > 0  # the fallback served during the outage
+    assert result.details["probes_while_down"] <= result.details["probe_bound"]
+    back_after = result.details["primary_back_after_s"]
+    assert back_after is not None and back_after <= 5.0
+
+
+@pytest.mark.parametrize("name", ["429-retry-after", "429-no-hint"])
+def test_rate_limit_storm_never_hammers_the_provider(name: str) -> None:
+    result = run(name)
+    common(result)
+    details = result.details
+    assert result.failed == 0
+    limit = details["limit_per_s"] + details["jitter_allowance"]
+    assert result.max_attempts_per_s_at_provider <= limit
+    assert details["storm_attempts"] <= details["attempt_bound"]
+    assert details["settled_attempts_per_s"] <= details["settled_bound"]
+    assert details["served_by_fallback_during_storm"] > 0
+
+
+def test_silent_provider_every_call_ends_within_its_deadline() -> None:
+    result = run("silent-provider")
+    common(result)
+    assert result.details["slowest_call_s"] <= result.details["deadline_s"] + 1.0
+    assert result.served > 0
+    assert set(result.details["errors"]) <= {"AmbiguousOutcome", "DeadlineExceeded"}
+
+
+def test_flapping_provider_does_not_thrash_the_breaker_or_storm_retries() -> None:
+    result = run("flapping")
+    common(result)
+    details = result.details
+    assert result.failed == 0
+    assert details["breaker_opens"] > 0
+    assert details["breaker_transitions"] <= details["transition_bound"]
+    assert details["attempts_at_p"] <= details["attempt_bound"]
+
+
+def test_slow_provider_is_counted_unhealthy_and_failed_over() -> None:
+    result = run("slow-provider")
+    common(result)
+    assert result.failed == 0
+    assert result.details["breaker_opens"] > 0
+    after = result.details["after_open"]
+    assert after > 0 and result.details["served_by_fallback_after_open"] >= 0.8 * after
+
+
+def test_max_per_second_counts_a_sliding_window() -> None:
+    assert max_per_second([]) == 0
+    assert max_per_second([0.0, 0.5, 0.99, 1.0, 1.5]) == 3
+    assert max_per_second([0.0, 2.0, 4.0]) == 1
+
+
+def test_table_flags_a_broken_invariant() -> None:
+    good = ScenarioResult("good", calls=3, served=3)
+    bad = ScenarioResult("bad", calls=2, served=1, lost=1)
+    bad.check(bad.lost == 0, "lost 1")
+    lines = table([good, bad]).splitlines()
+    assert lines[0].split()[:3] == ["scenario", "calls", "served"]
+    assert lines[2].split()[0] == "good" and lines[2].split()[-1] == "ok"
+    assert lines[3].split()[0] == "bad" and lines[3].split()[-1] == "FAIL"
+
+
+def test_cli_prints_the_table_writes_json_and_exits_zero(tmp_path: Path) -> None:
+    out = tmp_path / "chaos.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "chaos", "--profile", "short", "--json", str(out)],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    header = lines[0].split()
+    assert header[:7] == [
+        "scenario",
+        "calls",
+        "served",
+        "deferred",
+        "replayed",
+        "lost",
+        "duplicated",
+    ]
+    rows = {line.split()[0]: line.split() for line in lines[2 : 2 + len(SCENARIOS)]}
+    assert rows.keys() == SCENARIOS.keys()
+    data = json.loads(out.read_text())
+    assert data["profile"] == "short"
+    assert [s["name"] for s in data["scenarios"]] == list(SCENARIOS)
+    for scenario in data["scenarios"]:
+        assert scenario["ok"] and scenario["violations"] == []
+        assert scenario["lost"] == 0 and scenario["duplicated"] == 0
+        row = rows[scenario["name"]]
+        assert int(row[1]) == scenario["calls"] and int(row[5]) == scenario["lost"]
+        assert row[-1] == "ok"
