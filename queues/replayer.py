@@ -45,7 +45,7 @@ class Replayer:
         spool: Store,
         *,
         batch: int = 500,
-        concurrency: int = 100,
+        concurrency: int = 32,
         max_tries: int = 20,
         retry_delay: tuple[float, float] = (1.0, 60.0),
         ramp_start: float = 20.0,
@@ -177,6 +177,7 @@ class Replayer:
             history = request.with_attempts(exc.attempts, replayed=True)
             return {"dead": [(history, "rejected by provider")]}
         except AmbiguousOutcome as exc:
+            ramp.restart()  # often the drain itself outran the provider (or us): slow down
             reason = "ambiguous outcome: may have been delivered; reconcile before redriving"
             return {"dead": [(request.with_attempts(exc.attempts, replayed=True), reason)]}
         except CallFailed as exc:
