@@ -1,0 +1,1 @@
+"""Benchmarks of the hot request path: `python -m benchmarks` (see benchmarks/README.md)."""

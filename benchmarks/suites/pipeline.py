@@ -1,0 +1,119 @@
+"""1. Pipeline overhead alone: the gateway over an in-memory transport vs raw httpx over it.
+
+No sockets: the transport hands back a fresh 200 at once, so what is left is the cost of the
+pipeline (limiter, breaker, retry plan, attempt timeout, classification, events + log listener)
+on top of httpx's own client work, which both sides pay. tenacity alone, on the same client,
+prices the retry decorator teams add today.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from benchmarks import fixtures, handrolled
+from benchmarks.harness import (
+    Config,
+    Row,
+    RowSpec,
+    Stats,
+    Suite,
+    Target,
+    compare_async,
+    compare_sync,
+    skipped,
+)
+
+ITEM = 1
+BASE_URL = "http://bench.invalid"
+RAW = "raw httpx"
+
+SYNC = RowSpec("1.pipeline.sync", "pipeline overhead, sync (gw.sync.http)", "µs/call", RAW)
+ASYNC = RowSpec(
+    "1.pipeline.async",
+    "pipeline overhead, async (gw.http)",
+    "µs/call",
+    RAW,
+    Target("delta_max", 10.0, "Δ ≤ 10 µs"),
+)
+TEN_SYNC = RowSpec("1.tenacity.sync", "tenacity @retry alone, sync", "µs/call", RAW)
+TEN_ASYNC = RowSpec("1.tenacity.async", "tenacity @retry alone, async", "µs/call", RAW)
+VS_SYNC = RowSpec(
+    "1.vs-tenacity.sync", "pipeline Δ / tenacity Δ, sync", "µs overhead", "tenacity Δ"
+)
+VS_ASYNC = RowSpec(
+    "1.vs-tenacity.async",
+    "pipeline Δ / tenacity Δ, async",
+    "µs overhead",
+    "tenacity Δ",
+    Target("ratio_max", 0.5, "ratio < 0.5"),
+)
+
+
+def _deltas(subject: Stats, baseline: Stats) -> Stats:
+    """The overhead the other rows print (difference of the medians); each round's own
+    difference is kept for the JSON."""
+    deltas = [s - b for s, b in zip(subject.rounds, baseline.rounds, strict=True)]
+    return Stats(subject.median - baseline.median, None, tuple(deltas))
+
+
+def _rows(stats: dict[str, Stats], specs: tuple[RowSpec, RowSpec, RowSpec]) -> list[Row]:
+    pipeline, tenacity_row, vs = specs
+    raw = stats["raw"]
+    rows = [Row(pipeline, ITEM, subject=stats["gateway"], baseline=raw)]
+    if "tenacity" not in stats:
+        lacking = ["tenacity"]
+        return [*rows, skipped(tenacity_row, ITEM, lacking), skipped(vs, ITEM, lacking)]
+    ours, theirs = _deltas(stats["gateway"], raw), _deltas(stats["tenacity"], raw)
+    rows.append(Row(tenacity_row, ITEM, subject=stats["tenacity"], baseline=raw))
+    rows.append(Row(vs, ITEM, subject=ours, baseline=theirs, notes=["Δs of the two rows above"]))
+    return rows
+
+
+def _sync(cfg: Config) -> list[Row]:
+    mem = fixtures.MemoryTransport()
+    gw = fixtures.gateway([BASE_URL], transport=mem)
+    client = fixtures.raw_client(BASE_URL, mem)
+    http = gw.sync.http
+    subjects = {
+        "raw": lambda: client.get(fixtures.PATH),
+        "gateway": lambda: http.request("GET", fixtures.PATH),
+    }
+    if not handrolled.missing("tenacity"):
+        subjects["tenacity"] = handrolled.sync_tenacity(client, fixtures.PATH)
+    try:
+        stats = compare_sync(subjects, cfg.calls, cfg.rounds, cfg.warmup)
+    finally:
+        client.close()
+        gw.close()
+    return _rows(stats, (SYNC, TEN_SYNC, VS_SYNC))
+
+
+async def _async(cfg: Config) -> list[Row]:
+    mem = fixtures.AsyncMemoryTransport()
+    gw = fixtures.gateway([BASE_URL], async_transport=mem)
+    client = fixtures.raw_async_client(BASE_URL, mem)
+    http = gw.http
+    subjects = {
+        "raw": lambda: client.get(fixtures.PATH),
+        "gateway": lambda: http.request("GET", fixtures.PATH),
+    }
+    if not handrolled.missing("tenacity"):
+        subjects["tenacity"] = handrolled.async_tenacity(client, fixtures.PATH)
+    try:
+        stats = await compare_async(subjects, cfg.calls, cfg.rounds, cfg.warmup)
+    finally:
+        await client.aclose()
+        await gw.aclose()
+    return _rows(stats, (ASYNC, TEN_ASYNC, VS_ASYNC))
+
+
+def run(cfg: Config) -> list[Row]:
+    return [*_sync(cfg), *asyncio.run(_async(cfg))]
+
+
+SUITE = Suite(
+    ITEM,
+    "pipeline overhead (in-memory transport)",
+    (SYNC, ASYNC, TEN_SYNC, TEN_ASYNC, VS_SYNC, VS_ASYNC),
+    run,
+)
