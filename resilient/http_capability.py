@@ -50,8 +50,8 @@ class HttpOperation:
         self.method = method.upper()
         self.url = url
         self.kwargs = kwargs
-        headers = httpx.Headers(kwargs.get("headers"))
-        key = headers.get("idempotency-key")
+        headers = kwargs.get("headers")
+        key = httpx.Headers(headers).get("idempotency-key") if headers else None
         self._idempotent = self.method in SAFE_METHODS or key is not None
         self.failover_when_ambiguous = self.method in SAFE_METHODS
         self.credential: str | None = None

@@ -70,6 +70,9 @@ class Step:
     rejected_by: str | None = None  # set when no attempt was made on this round
 
 
+_NOT_TRIED = Step(Outcome.FAILOVER, out_of_time=True)  # frozen: shared by every call
+
+
 def provider_plan(
     rt: ProviderRuntime, op: Operation, deadline: float, attempts: list[Attempt]
 ) -> Generator[Command, Any, Step]:
@@ -83,7 +86,7 @@ def provider_plan(
         deadline = min(deadline, start + settings.timeouts.total)
     rt.budget.record_call(start)
     limiter = rt.limiter_for(op.credential)
-    last: Step = Step(Outcome.FAILOVER, out_of_time=True)
+    last = _NOT_TRIED
     maybe_done = False  # an attempt may have acted: another provider could do it twice
 
     for number in range(1, retry.attempts + 1):

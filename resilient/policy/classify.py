@@ -77,6 +77,10 @@ class Verdict:
         return None if self.outcome is Outcome.FATAL else False
 
 
+_OK_VERDICTS = {code: Verdict(Outcome.OK, code, str(code)) for code in range(100, 600)}
+"""Frozen, so shared: an OK verdict depends on its status code alone."""
+
+
 class Classifier:
     """Maps a status (+ headers) or an exception to a Verdict, per the provider's rules."""
 
@@ -107,7 +111,7 @@ class Classifier:
     ) -> Verdict:
         outcome = self._by_status[status] if 100 <= status < 600 else Outcome.FATAL
         if outcome is Outcome.OK:
-            return Verdict(Outcome.OK, status, str(status))
+            return _OK_VERDICTS[status]
         should_retry = headers.get("x-should-retry") or headers.get("stripe-should-retry")
         if should_retry == "true" and outcome is not Outcome.FAILOVER:
             outcome = Outcome.RETRYABLE
