@@ -32,7 +32,12 @@ def config(sim: Simulator, spool: Path) -> dict[str, object]:
         "providers": {
             "sendgrid": provider("sendgrid", api_key="SG.example"),
             "mailgun": provider("mailgun", api_key="key-example", domain="mg.example.com"),
-            "twilio": provider("twilio", api_key="token", account_sid="AC123", sender="+15550001"),
+            "twilio": provider(
+                "twilio",
+                api_key="twilio-auth-token-example",
+                account_sid="AC123",
+                sender="+15550001",
+            ),
             "vonage": provider("vonage", api_key="abcd1234", api_secret="s3cr3t", sender="Brand"),
             "stripe": provider("stripe", api_key="sk_test_example"),
             "paypal": provider("paypal", api_key="pp-secret", client_id="client-1"),

@@ -24,7 +24,7 @@ def config(sim: Simulator, **sms_capability: Any) -> dict[str, Any]:
         "providers": {
             "twilio": {
                 "kind": "twilio",
-                "api_key": "token",
+                "api_key": "twilio-auth-token-5c1e",
                 "account_sid": "AC123",
                 "sender": "+15550001",
                 "base_url": sim.url("/twilio"),
