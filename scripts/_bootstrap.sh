@@ -1,4 +1,5 @@
-# Sourced by scripts/demo and scripts/test: a project-local virtualenv with the package installed.
+# Sourced by scripts/demo and scripts/test: a project-local virtualenv with the package installed,
+# with the extras named in $EXTRAS (a variable: the caller's own arguments are not ours).
 # Needs only python3 (3.10+) and, on Debian/Ubuntu without ensurepip, the python3-venv package.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +20,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
 fi
-extras="${1:-}"
+extras="${EXTRAS:-}"
 spec="$ROOT"; [ -n "$extras" ] && spec="$ROOT[$extras]"
 stamp="$VENV/.installed-${extras:-core}"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
