@@ -392,7 +392,7 @@ class Gateway:
         if entry is None:
             return chain, None
         if entry.state == DELIVERED:
-            if self.events.active:
+            if self.events.routine:
                 self.events.emit(CallFinished(capability, "delivered", entry.provider, (), 0.0))
             return chain, Result("delivered", entry.provider, ())
         rt = self._providers.get(entry.provider)
@@ -442,7 +442,7 @@ class Gateway:
         self, capability: str, end: ChainOutcome, latency: float, replay_of: str | None
     ) -> Result[httpx.Response]:
         status: Status = "delivered" if end.outcome is Outcome.OK else "failed"
-        if self.events.active:
+        if self.events.routine if status == "delivered" else self.events.active:
             self.events.emit(
                 CallFinished(capability, status, end.provider, end.attempts, latency, replay_of)
             )

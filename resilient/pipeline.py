@@ -125,7 +125,7 @@ def provider_plan(
 
         attempt = Attempt(rt.name, verdict.outcome, verdict.status, latency, verdict.reason)
         attempts.append(attempt)
-        if bus.active:
+        if bus.routine:
             bus.emit(AttemptFinished(rt.name, number, attempt))
         response = result if isinstance(result, httpx.Response) else None
         error = result if isinstance(result, BaseException) else None

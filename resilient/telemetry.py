@@ -105,27 +105,39 @@ Listener = Callable[[Event], None]
 
 
 class EventBus:
-    """Fan-out to listeners. `active` lets hot paths skip building events nobody reads."""
+    """Fan-out to listeners. `active` and `routine` let hot paths skip building events nobody
+    reads: `routine` covers the per-call events logged only at DEBUG (each attempt, each call
+    delivered), which the default logging listener would format for nobody."""
 
-    __slots__ = ("_listeners", "_lock", "active")
+    __slots__ = ("_listeners", "_lock", "_others", "active")
 
     def __init__(self) -> None:
         self._listeners: tuple[Listener, ...] = ()
         self._lock = threading.Lock()
         self.active = False
+        self._others = False  # a listener besides the logging one
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Add a listener; returns the function that removes it."""
         with self._lock:
             self._listeners = (*self._listeners, listener)
-            self.active = True
+            self._update()
 
         def unsubscribe() -> None:
             with self._lock:
                 self._listeners = tuple(x for x in self._listeners if x is not listener)
-                self.active = bool(self._listeners)
+                self._update()
 
         return unsubscribe
+
+    def _update(self) -> None:
+        self.active = bool(self._listeners)
+        self._others = any(x is not log_event for x in self._listeners)
+
+    @property
+    def routine(self) -> bool:
+        """Whether anyone reads per-call DEBUG events: another listener, or the log at DEBUG."""
+        return self._others or (self.active and logger.isEnabledFor(logging.DEBUG))
 
     def emit(self, event: Event) -> None:
         for listener in self._listeners:

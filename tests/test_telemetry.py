@@ -231,3 +231,38 @@ def test_a_failing_call_logs_no_key(caplog: pytest.LogCaptureFixture) -> None:
     assert "failing over from a" in caplog.text
     assert KEY not in caplog.text
     assert KEY not in str(failure.value)
+
+
+def test_routine_events_are_built_only_for_a_reader(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With only the logging listener and DEBUG off, the hot path builds no per-attempt event;
+    DEBUG logging, or any other listener, gets them all."""
+    import resilient.pipeline as pipeline_module
+
+    built: list[object] = []
+    real = pipeline_module.AttemptFinished
+
+    def counting(*args: object) -> object:
+        event = real(*args)  # type: ignore[arg-type]
+        built.append(event)
+        return event
+
+    monkeypatch.setattr(pipeline_module, "AttemptFinished", counting)
+    settings = GatewaySettings(
+        providers={"a": ProviderSettings("a", "http", base_url="http://a")},
+        capabilities={"http": CapabilitySettings("http", ("a",))},
+    )
+    ok = httpx.MockTransport(lambda request: httpx.Response(200))
+    with Gateway(settings, transport=ok, ops=False) as gw:
+        with caplog.at_level(logging.INFO, logger="resilient"):
+            gw.sync.http.request("GET", "/x")
+        assert built == []
+        with caplog.at_level(logging.DEBUG, logger="resilient"):
+            gw.sync.http.request("GET", "/x")
+        assert len(built) == 1 and "attempt 1 a: ok" in caplog.text
+        seen: list[object] = []
+        gw.events.subscribe(seen.append)
+        gw.sync.http.request("GET", "/x")
+        assert any(isinstance(e, AttemptFinished) for e in seen)
+        assert any(isinstance(e, CallFinished) and e.status == "delivered" for e in seen)
