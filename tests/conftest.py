@@ -65,6 +65,44 @@ def caller(gw: Gateway, mode: str) -> Callable[..., Any]:
     return call
 
 
+def provider_table(kind: str, base_url: str | None, **fields: Any) -> dict[str, Any]:
+    """A provider's config table with test-sized retries; without `base_url`, its public API
+    (which respx intercepts)."""
+    table: dict[str, Any] = {
+        "kind": kind,
+        "retry": {"attempts": 2, "backoff": "10ms..20ms"},
+        **fields,
+    }
+    if base_url is not None:
+        table["base_url"] = base_url
+    return table
+
+
+def capability_gateway(capability: str, chain: list[str], **providers: dict[str, Any]) -> Gateway:
+    """A gateway whose `capability` chain is `chain`, from provider config tables."""
+    from resilient.config import settings_from_mapping
+
+    return Gateway(
+        settings_from_mapping(
+            {"providers": providers, "capabilities": {capability: {"chain": chain}}}
+        )
+    )
+
+
+async def send_message(gw: Gateway, mode: str, message: Any, **kwargs: Any) -> Any:
+    """Send an Email or Sms through its capability's facade: blocking in a thread, or awaited."""
+    facade = message.capability
+    if mode == "sync":
+        return await asyncio.to_thread(gw.sync.capability(facade).send, message, **kwargs)
+    return await gw.capability(facade).send(message, **kwargs)
+
+
+def receipt(result: Result[Any]) -> Any:
+    """The Receipt of a delivered result."""
+    assert result.value is not None
+    return result.value
+
+
 @pytest.fixture
 def two_providers(simulator: Simulator) -> Iterator[Simulator]:
     """The simulator serving POST/GET /a/v1/things and /b/v1/things with 200 JSON."""

@@ -7,24 +7,23 @@ same idempotency key from sending it again. Every count is taken at the simulato
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import uuid
 
 import pytest
 
 from providers import Email
-from providers.facades import Receipt
 from resilient.config import settings_from_mapping
 from resilient.errors import AmbiguousOutcome, FatalError
 from resilient.gateway import Gateway
 from resilient.policy.outcome_class import Outcome
-from resilient.result import Result
 from resilient.testing import Fault, Simulator
 from resilient.testing.routes import mailgun as mailgun_routes
 from resilient.testing.routes import sendgrid as sendgrid_routes
 from resilient.testing.routes.mailgun import MailgunState
 from resilient.testing.routes.sendgrid import SendGridState
+from tests.conftest import receipt
+from tests.conftest import send_message as send
 
 _RETRY = {"attempts": 2, "backoff": "10ms..20ms"}
 _TIMEOUT = {"connect": "300ms", "attempt": "300ms"}
@@ -73,17 +72,6 @@ def providers(simulator: Simulator) -> tuple[SendGridState, MailgunState]:
         sendgrid_routes.mount(simulator, "/sendgrid"),
         mailgun_routes.mount(simulator, "/mailgun"),
     )
-
-
-async def send(gw: Gateway, mode: str, message: Email) -> Result[Receipt]:
-    if mode == "sync":
-        return await asyncio.to_thread(gw.sync.email.send, message)
-    return await gw.email.send(message)  # type: ignore[no-any-return]
-
-
-def receipt(result: Result[Receipt]) -> Receipt:
-    assert result.value is not None
-    return result.value
 
 
 def closed_port_url() -> str:

@@ -3,7 +3,6 @@ the domain option, and gw.email end to end on the simulator."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -15,14 +14,19 @@ import pytest
 import respx
 
 from providers import Attachment, Email
-from providers.facades import Receipt
 from resilient.config import settings_from_mapping
 from resilient.errors import ConfigError
 from resilient.gateway import Gateway
-from resilient.result import Result
 from resilient.testing import Simulator
 from resilient.testing.routes import mailgun as mailgun_routes
 from resilient.testing.routes import postmark as postmark_routes
+from tests.conftest import capability_gateway, provider_table, receipt
+from tests.conftest import send_message as send
+
+
+def gateway(chain: list[str], **providers: dict[str, Any]) -> Gateway:
+    return capability_gateway("email", chain, **providers)
+
 
 PLAIN = Email(
     sender="Shop <shop@mg.example.com>",
@@ -51,33 +55,11 @@ ANSWER = {"id": "<20260101.1@mg.example.com>", "message": "Queued. Thank you."}
 
 
 def mailgun(base_url: str | None, **options: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "kind": "mailgun",
+    defaults: dict[str, Any] = {
         "api_key": "key-test",
         "domain": "mg.example.com",
-        "retry": {"attempts": 2, "backoff": "10ms..20ms"},
-        **options,
     }
-    if base_url is not None:
-        table["base_url"] = base_url
-    return table
-
-
-def gateway(chain: list[str], **providers: dict[str, Any]) -> Gateway:
-    return Gateway(
-        settings_from_mapping({"providers": providers, "capabilities": {"email": {"chain": chain}}})
-    )
-
-
-async def send(gw: Gateway, mode: str, email: Email) -> Result[Receipt]:
-    if mode == "sync":
-        return await asyncio.to_thread(gw.sync.email.send, email)
-    return await gw.email.send(email)  # type: ignore[no-any-return]
-
-
-def receipt(result: Result[Receipt]) -> Receipt:
-    assert result.value is not None
-    return result.value
+    return provider_table("mailgun", base_url, **{**defaults, **options})
 
 
 async def test_wire_format_is_a_form_with_basic_auth() -> None:

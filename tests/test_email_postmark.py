@@ -3,7 +3,6 @@ and gw.email end to end on the simulator."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from typing import Any
@@ -13,14 +12,18 @@ import pytest
 import respx
 
 from providers import Attachment, Email
-from providers.facades import Receipt
-from resilient.config import settings_from_mapping
 from resilient.errors import ChainExhausted, FatalError
 from resilient.gateway import Gateway
-from resilient.result import Result
 from resilient.testing import Fault, Simulator
 from resilient.testing.routes import postmark as postmark_routes
 from resilient.testing.routes import sendgrid as sendgrid_routes
+from tests.conftest import capability_gateway, provider_table, receipt
+from tests.conftest import send_message as send
+
+
+def gateway(chain: list[str], **providers: dict[str, Any]) -> Gateway:
+    return capability_gateway("email", chain, **providers)
+
 
 FULL = Email(
     sender="Shop <shop@example.com>",
@@ -46,32 +49,10 @@ ANSWER = {
 
 
 def postmark(base_url: str | None, **options: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "kind": "postmark",
+    defaults: dict[str, Any] = {
         "api_key": "pm-server-token",
-        "retry": {"attempts": 2, "backoff": "10ms..20ms"},
-        **options,
     }
-    if base_url is not None:
-        table["base_url"] = base_url
-    return table
-
-
-def gateway(chain: list[str], **providers: dict[str, Any]) -> Gateway:
-    return Gateway(
-        settings_from_mapping({"providers": providers, "capabilities": {"email": {"chain": chain}}})
-    )
-
-
-async def send(gw: Gateway, mode: str, email: Email) -> Result[Receipt]:
-    if mode == "sync":
-        return await asyncio.to_thread(gw.sync.email.send, email)
-    return await gw.email.send(email)  # type: ignore[no-any-return]
-
-
-def receipt(result: Result[Receipt]) -> Receipt:
-    assert result.value is not None
-    return result.value
+    return provider_table("postmark", base_url, **{**defaults, **options})
 
 
 async def test_wire_format_is_the_email_endpoint() -> None:

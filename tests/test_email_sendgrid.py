@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
@@ -10,12 +9,12 @@ import httpx
 import respx
 
 from providers import Attachment, Email
-from providers.facades import Receipt
 from resilient.config import settings_from_mapping
 from resilient.gateway import Gateway
-from resilient.result import Result
 from resilient.testing import Simulator
 from resilient.testing.routes import sendgrid as sendgrid_routes
+from tests.conftest import receipt
+from tests.conftest import send_message as send
 
 FULL = Email(
     sender="Shop <shop@example.com>",
@@ -50,17 +49,6 @@ def gateway(base_url: str) -> Gateway:
             }
         )
     )
-
-
-async def send(gw: Gateway, mode: str, email: Email) -> Result[Receipt]:
-    if mode == "sync":
-        return await asyncio.to_thread(gw.sync.email.send, email)
-    return await gw.email.send(email)  # type: ignore[no-any-return]
-
-
-def receipt(result: Result[Receipt]) -> Receipt:
-    assert result.value is not None
-    return result.value
 
 
 async def test_wire_format_is_v3_mail_send() -> None:

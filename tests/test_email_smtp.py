@@ -4,7 +4,6 @@ gw.email end to end."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import ipaddress
@@ -22,14 +21,14 @@ import pytest
 
 from providers import Attachment, Email
 from providers.email.smtp import AsyncSmtpTransport, SmtpTransport
-from providers.facades import Receipt
 from resilient.config import settings_from_mapping
 from resilient.errors import AmbiguousOutcome, ChainExhausted, FatalError, InvalidRequest
 from resilient.gateway import Gateway
-from resilient.result import Result
 from resilient.testing import Simulator
 from resilient.testing.routes import postmark as postmark_routes
 from resilient.testing.smtp_sink import SmtpFault, SmtpSink
+from tests.conftest import receipt
+from tests.conftest import send_message as send
 
 FULL = Email(
     sender="Shop <shop@example.com>",
@@ -82,17 +81,6 @@ def gateway(port: int, context: ssl.SSLContext | None = None, **options: Any) ->
         transport=SmtpTransport(ssl_context=context, local_hostname="client.test"),
         async_transport=AsyncSmtpTransport(ssl_context=context, local_hostname="client.test"),
     )
-
-
-async def send(gw: Gateway, mode: str, message: Email) -> Result[Receipt]:
-    if mode == "sync":
-        return await asyncio.to_thread(gw.sync.email.send, message)
-    return await gw.email.send(message)  # type: ignore[no-any-return]
-
-
-def receipt(result: Result[Receipt]) -> Receipt:
-    assert result.value is not None
-    return result.value
 
 
 def email(**changes: Any) -> Email:

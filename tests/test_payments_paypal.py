@@ -26,6 +26,7 @@ from resilient.result import Result
 from resilient.testing import Simulator
 from resilient.testing.routes import paypal as paypal_routes
 from resilient.testing.routes.paypal import PayPalState
+from tests.conftest import provider_table
 
 API = "https://api-m.paypal.com"
 CHARGE = Charge(
@@ -45,16 +46,11 @@ ORDER = {
 
 
 def paypal(base_url: str | None = None, **options: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "kind": "paypal",
+    defaults: dict[str, Any] = {
         "client_id": "client-1",
         "api_key": "pp-secret",
-        "retry": {"attempts": 2, "backoff": "10ms..20ms"},
-        **options,
     }
-    if base_url is not None:
-        table["base_url"] = base_url
-    return table
+    return provider_table("paypal", base_url, **{**defaults, **options})
 
 
 def gateway(**providers: dict[str, Any]) -> Gateway:

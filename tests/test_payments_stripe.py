@@ -21,6 +21,7 @@ from resilient.policy.outcome_class import Outcome
 from resilient.result import Result
 from resilient.testing import Fault, Simulator
 from resilient.testing.routes import stripe as stripe_routes
+from tests.conftest import provider_table
 
 CHARGE = Charge(
     amount=1999,
@@ -36,15 +37,10 @@ INTENT = {"id": "pi_3MtwBwLkdIwHu7ix28a3tqPa", "object": "payment_intent", "stat
 
 
 def stripe(base_url: str | None = None, **options: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "kind": "stripe",
+    defaults: dict[str, Any] = {
         "api_key": "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
-        "retry": {"attempts": 2, "backoff": "10ms..20ms"},
-        **options,
     }
-    if base_url is not None:
-        table["base_url"] = base_url
-    return table
+    return provider_table("stripe", base_url, **{**defaults, **options})
 
 
 def gateway(**providers: dict[str, Any]) -> Gateway:

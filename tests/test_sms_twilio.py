@@ -3,7 +3,6 @@ Twilio's error codes, and gw.sms end to end on the simulated Twilio."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any
 from urllib.parse import parse_qs
@@ -14,16 +13,21 @@ import respx
 
 from providers import Sms
 from providers.sms.twilio import TwilioAdapter
-from resilient.config import settings_from_mapping
 from resilient.errors import ChainExhausted, FatalError, ResilientError
 from resilient.gateway import Gateway
 from resilient.policy.classify import Classifier
 from resilient.policy.outcome_class import Outcome
-from resilient.result import Result
 from resilient.settings import ProviderSettings
 from resilient.testing import Fault, Simulator
 from resilient.testing.routes import twilio as twilio_routes
 from resilient.testing.routes import vonage as vonage_routes
+from tests.conftest import capability_gateway, provider_table
+from tests.conftest import send_message as send
+
+
+def gateway(chain: list[str], **providers: dict[str, Any]) -> Gateway:
+    return capability_gateway("sms", chain, **providers)
+
 
 SMS = Sms(to="+15550100", body="Your code is 1234", sender="+15550001")
 ANSWER = {"sid": "SM0123456789abcdef0123456789abcdef", "status": "queued"}
@@ -31,28 +35,11 @@ MESSAGES = "https://api.twilio.com/2010-04-01/Accounts/AC123/Messages.json"
 
 
 def twilio(base_url: str | None = None, **options: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "kind": "twilio",
+    defaults: dict[str, Any] = {
         "api_key": "auth-token",
         "account_sid": "AC123",
-        "retry": {"attempts": 2, "backoff": "10ms..20ms"},
-        **options,
     }
-    if base_url is not None:
-        table["base_url"] = base_url
-    return table
-
-
-def gateway(chain: list[str], **providers: dict[str, Any]) -> Gateway:
-    return Gateway(
-        settings_from_mapping({"providers": providers, "capabilities": {"sms": {"chain": chain}}})
-    )
-
-
-async def send(gw: Gateway, mode: str, sms: Sms) -> Result[Any]:
-    if mode == "sync":
-        return await asyncio.to_thread(gw.sync.sms.send, sms)
-    return await gw.sms.send(sms)  # type: ignore[no-any-return]
+    return provider_table("twilio", base_url, **{**defaults, **options})
 
 
 def form(request: httpx.Request) -> dict[str, list[str]]:

@@ -4,7 +4,6 @@ simulated Vonage."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,11 +18,17 @@ from resilient.errors import AmbiguousOutcome, ConfigError, FatalError, Resilien
 from resilient.gateway import Gateway
 from resilient.policy.classify import Classifier
 from resilient.policy.outcome_class import Outcome
-from resilient.result import Result
 from resilient.settings import ProviderSettings
 from resilient.testing import Simulator
 from resilient.testing.routes import twilio as twilio_routes
 from resilient.testing.routes import vonage as vonage_routes
+from tests.conftest import capability_gateway, provider_table
+from tests.conftest import send_message as send
+
+
+def gateway(chain: list[str], **providers: dict[str, Any]) -> Gateway:
+    return capability_gateway("sms", chain, **providers)
+
 
 SMS = Sms(to="+447700900000", body="Your code is 1234", idempotency_key="op-42")
 URL = "https://rest.nexmo.com/sms/json"
@@ -43,17 +48,12 @@ ACCEPTED = {
 
 
 def vonage(base_url: str | None = None, **options: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "kind": "vonage",
+    defaults: dict[str, Any] = {
         "api_key": "abcd1234",
         "api_secret": "s3cr3t-value",
         "sender": "AcmeInc",
-        "retry": {"attempts": 2, "backoff": "10ms..20ms"},
-        **options,
     }
-    if base_url is not None:
-        table["base_url"] = base_url
-    return table
+    return provider_table("vonage", base_url, **{**defaults, **options})
 
 
 def twilio(base_url: str) -> dict[str, Any]:
@@ -64,18 +64,6 @@ def twilio(base_url: str) -> dict[str, Any]:
         "base_url": base_url,
         "retry": {"attempts": 2, "backoff": "10ms..20ms"},
     }
-
-
-def gateway(chain: list[str], **providers: dict[str, Any]) -> Gateway:
-    return Gateway(
-        settings_from_mapping({"providers": providers, "capabilities": {"sms": {"chain": chain}}})
-    )
-
-
-async def send(gw: Gateway, mode: str, sms: Sms) -> Result[Any]:
-    if mode == "sync":
-        return await asyncio.to_thread(gw.sync.sms.send, sms)
-    return await gw.sms.send(sms)  # type: ignore[no-any-return]
 
 
 async def sent_form(sms: Sms, **options: Any) -> dict[str, str]:
