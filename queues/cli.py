@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from queues.backend import EmbeddedBackend, RedisBackend
+from queues.replayer import worker_settings
 from queues.store import DEAD, Store
 from resilient.config import load_settings
 from resilient.errors import ResilientError
@@ -56,7 +57,7 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _gateway(args: argparse.Namespace) -> tuple[Gateway, EmbeddedBackend | RedisBackend]:
-    gateway = Gateway(load_settings(args.config), background_replay=False)
+    gateway = Gateway(worker_settings(load_settings(args.config)), background_replay=False)
     backend = gateway.deferral
     if not isinstance(backend, (EmbeddedBackend, RedisBackend)):  # pragma: no cover
         raise ResilientError("this command needs one of the queues package's backends")

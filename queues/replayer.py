@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from queues.deferred import DeferredRequest
+from queues.group_commit import GroupCommit
 from queues.ramp import Ramp
 from queues.store import Store
 from resilient.deferral import decode_operation
@@ -25,9 +28,18 @@ from resilient.telemetry import DeadLettered
 
 if TYPE_CHECKING:
     from resilient.gateway import Gateway
+    from resilient.settings import GatewaySettings
 
 WAIT, PROBE, DRAIN = "wait", "probe", "drain"
 LEASE_MARGIN = 5.0  # a claim outlives the longest replay (the call deadline) by this much
+
+
+def worker_settings(settings: GatewaySettings) -> GatewaySettings:
+    """A replay worker's settings: aiohttp as its async client when installed and the config
+    leaves the choice open, since a worker moves as many requests as its HTTP client can."""
+    if settings.async_client is None and importlib.util.find_spec("aiohttp") is not None:
+        return dataclasses.replace(settings, async_client="aiohttp")
+    return settings
 
 
 @dataclass
@@ -134,13 +146,14 @@ class Replayer:
 
     async def _replay_all(self, requests: list[DeferredRequest], ramp: Ramp) -> int:
         gate = asyncio.Semaphore(self._concurrency)
+        commit = GroupCommit(self.spool)
 
         async def replay(request: DeferredRequest) -> None:
             async with gate:
                 settlement = await self._replay_one(request, ramp)
                 # Recorded the moment it is known: a worker killed now re-sends nothing it
-                # already delivered (the window left is this one store write).
-                await asyncio.to_thread(self.spool.settle, **settlement)
+                # already delivered (the window left is this one group's store write).
+                await commit.record(settlement)
             if settlement.get("delivered"):
                 self.stats.delivered += 1
             elif settlement.get("later"):

@@ -23,6 +23,7 @@ import redis
 from rq import Queue
 
 from queues.backend import RedisBackend
+from queues.replayer import worker_settings
 from resilient.config import load_settings
 from resilient.errors import ResilientError
 from resilient.gateway import Gateway
@@ -42,7 +43,7 @@ def _runner(config: str | None) -> RedisBackend:
     """This worker process's gateway and Redis backend for `config`, built once."""
     runner = _runners.get(config)
     if runner is None:
-        gateway = Gateway(load_settings(config), background_replay=False)
+        gateway = Gateway(worker_settings(load_settings(config)), background_replay=False)
         backend = gateway.deferral
         if not isinstance(backend, RedisBackend):
             raise ResilientError(

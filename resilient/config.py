@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import importlib.util
 import math
 import os
 import re
@@ -23,7 +24,7 @@ import sys
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -47,6 +48,7 @@ from resilient.secrets import Secret
 from resilient.settings import (
     AlertSettings,
     BreakerSettings,
+    CacheSettings,
     CapabilitySettings,
     GatewaySettings,
     ProviderSettings,
@@ -81,6 +83,7 @@ _RETRY = RetrySettings()
 _BREAKER = BreakerSettings()
 _PROVIDER = ProviderSettings(name="", kind="")
 _CAPABILITY = CapabilitySettings(name="", chain=())
+_CACHE = CacheSettings()
 _GATEWAY = GatewaySettings()
 
 
@@ -171,6 +174,17 @@ class _Gateway(_Table):
     spool_path: Annotated[str, Field(min_length=1)] = _GATEWAY.spool_path
     overrides_path: Annotated[str, Field(min_length=1)] = _GATEWAY.overrides_path
     encryption_key: str | None = None
+    async_client: Literal["httpx", "aiohttp"] | None = None
+
+    @field_validator("async_client")
+    @classmethod
+    def _installed(cls, value: str | None) -> str | None:
+        if value == "aiohttp" and importlib.util.find_spec("aiohttp") is None:
+            raise ValueError(
+                "aiohttp is not installed: pip install 'resilient-gateway[aiohttp]', "
+                'or set async_client = "httpx"'
+            )
+        return value
 
     @field_validator("encryption_key")
     @classmethod
@@ -331,6 +345,15 @@ class _Alerts(_Table):
         return AlertSettings(**self.model_dump())
 
 
+class _Cache(_Table):
+    ttl: _PositiveDuration = _CACHE.ttl
+    backend: Literal["memory", "redis"] = _CACHE.backend
+    max_entries: Annotated[_Int, Field(ge=1)] = _CACHE.max_entries
+
+    def settings(self) -> CacheSettings:
+        return CacheSettings(**self.model_dump())
+
+
 class _Capability(_Table):
     chain: list[str]
     defer: bool = _CAPABILITY.defer
@@ -338,6 +361,16 @@ class _Capability(_Table):
     timeout: _PositiveDuration | None = _CAPABILITY.timeout
     fallback: str | None = _CAPABILITY.fallback
     fallback_sender: Annotated[str, Field(min_length=1)] | None = _CAPABILITY.fallback_sender
+    cache: _Cache | None = None
+    context_fallback: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("context_fallback")
+    @classmethod
+    def _two_models(cls, routes: dict[str, str]) -> dict[str, str]:
+        for model, larger in routes.items():
+            if not model or not larger or model == larger:
+                raise ValueError(f"{model!r} = {larger!r}: expected two different model names")
+        return routes
 
     @field_validator("chain")
     @classmethod
@@ -397,6 +430,9 @@ class _Loader:
             if (capability := self.capability(name, table, declared)) is not None
         }
         self.check_fallbacks(capabilities)
+        for name, cap in capabilities.items():
+            if cap.cache and cap.cache.backend == "redis" and gateway and not gateway.redis_url:
+                self.fail(("capabilities", name, "cache", "backend"), "needs gateway.redis_url")
         self.raise_problems()
         assert gateway is not None and alerts is not None
         return GatewaySettings(
@@ -406,6 +442,7 @@ class _Loader:
             overrides_path=gateway.overrides_path,
             alerts=alerts.settings(),
             encryption_key=Secret(gateway.encryption_key) if gateway.encryption_key else None,
+            async_client=gateway.async_client,
             providers=types.MappingProxyType(providers),
             capabilities=types.MappingProxyType(capabilities),
         )
@@ -554,6 +591,8 @@ class _Loader:
             timeout=model.timeout,
             fallback=model.fallback,
             fallback_sender=model.fallback_sender,
+            cache=model.cache.settings() if model.cache is not None else None,
+            context_fallback=types.MappingProxyType(model.context_fallback),
         )
 
     def check_fallbacks(self, capabilities: Mapping[str, CapabilitySettings]) -> None:

@@ -110,6 +110,7 @@ class Gateway:
             self.events,
             transport=self._transports[0],
             async_transport=self._transports[1],
+            async_client=self.settings.async_client,
             breaker_storage=SharedBreakerStorage(shared, settings.name) if shared else None,
             shared_redis=shared,
         )

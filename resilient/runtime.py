@@ -14,6 +14,7 @@ import httpx
 import pybreaker
 
 from resilient import registry
+from resilient.http_clients import LeanAsyncClient, LeanClient
 from resilient.policy.breaker import Breaker
 from resilient.policy.bulkhead import Bulkhead
 from resilient.policy.classify import Classifier
@@ -58,6 +59,7 @@ class ProviderRuntime:
         shared_redis: Any = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        async_client: str | None = None,
     ) -> None:
         self.name = settings.name
         self.settings = settings
@@ -94,9 +96,10 @@ class ProviderRuntime:
         self._lock = threading.Lock()
         self._transport = transport
         self._async_transport = async_transport
+        self._aiohttp = async_client == "aiohttp" and async_transport is None
         self._client: httpx.Client | None = None
         # An AsyncClient's connections belong to the loop that opened them: one client per loop.
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LeanAsyncClient]
         self._aclients = weakref.WeakKeyDictionary()
 
     def make_limiter(self, rate: Rate | None) -> RateLimiter | SharedRateLimiter:
@@ -166,7 +169,7 @@ class ProviderRuntime:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = httpx.Client(
+                    self._client = LeanClient(
                         base_url=self.settings.base_url or "", transport=self._transport
                     )
         return self._client
@@ -180,10 +183,19 @@ class ProviderRuntime:
             with self._lock:
                 client = self._aclients.get(loop)
                 if client is None:
-                    client = self._aclients[loop] = httpx.AsyncClient(
-                        base_url=self.settings.base_url or "", transport=self._async_transport
+                    client = self._aclients[loop] = LeanAsyncClient(
+                        base_url=self.settings.base_url or "", transport=self._loop_transport()
                     )
         return client
+
+    def _loop_transport(self) -> httpx.AsyncBaseTransport | None:
+        """The transport for a new loop's client: the given one, or an aiohttp one (whose
+        session belongs to that loop), or None for httpx's own."""
+        if self._aiohttp:
+            from resilient.transport_aiohttp import AiohttpTransport
+
+            return AiohttpTransport()
+        return self._async_transport
 
     def close(self) -> None:
         if self._client is not None:

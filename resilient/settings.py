@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from resilient.secrets import Secret
 from resilient.units import Rate
@@ -77,6 +77,16 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """A degraded-mode answer cache: answers to calls marked cacheable, served (stale) only when
+    no provider of the chain can answer. "redis" shares it through the gateway's redis_url."""
+
+    ttl: float = 3600.0  # seconds an answer may be served after it was stored
+    backend: Literal["memory", "redis"] = "memory"
+    max_entries: int = 1000  # the memory backend's bound (least recently used dropped)
+
+
+@dataclass(frozen=True, slots=True)
 class CapabilitySettings:
     name: str
     chain: tuple[str, ...]
@@ -85,6 +95,9 @@ class CapabilitySettings:
     timeout: float | None = None  # the whole call across the chain
     fallback: str | None = None  # another channel's capability (sms <-> email), per call opt-in
     fallback_sender: str | None = None  # the From on that channel (required for email)
+    cache: CacheSettings | None = None  # degraded mode: answers kept for when the chain is down
+    # llm: a logical model whose prompt was too long -> the larger-context one to ask instead
+    context_fallback: Mapping[str, str] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +119,9 @@ class GatewaySettings:
     spool_path: str = ".resilient/spool.db"
     encryption_key: Secret | None = None  # Fernet key: parked payloads unreadable without it
     overrides_path: str = ".resilient/overrides.json"  # live ops overrides when no Redis
+    # The async HTTP client: "httpx" (httpcore) or "aiohttp" (faster under concurrency);
+    # None lets each process choose (applications: httpx; replay workers: aiohttp if installed).
+    async_client: Literal["httpx", "aiohttp"] | None = None
     alerts: AlertSettings = field(default_factory=AlertSettings)
     providers: Mapping[str, ProviderSettings] = field(default_factory=_empty)
     capabilities: Mapping[str, CapabilitySettings] = field(default_factory=_empty)
