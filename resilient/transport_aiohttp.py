@@ -83,12 +83,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         timeout = request.extensions.get("timeout", {})
-        body = request.content if isinstance(request.stream, httpx.ByteStream) else _stream(request)
+        headers = request.headers.multi_items()
+        if isinstance(request.stream, httpx.ByteStream):
+            body: bytes | AsyncIterator[bytes] = request.content
+        else:  # aiohttp frames a streamed body itself and refuses one that says it is framed
+            body = _stream(request)
+            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
         with _httpx_errors(request):
             response = await session.request(
                 request.method,
                 str(request.url),
-                headers=request.headers.multi_items(),
+                headers=headers,
                 data=body or None,
                 allow_redirects=False,
                 compress=None,
