@@ -75,18 +75,21 @@ class Target:
     """What a row should reach. `kind`: which number is compared with `value`.
 
     "delta_max": subject - baseline <= value; "ratio_max": ratio <= value;
-    "ratio_min": ratio >= value (throughput: higher is better).
+    "ratio_min": ratio >= value (throughput: higher is better); "value_min": the subject's own
+    median >= value (an absolute floor, such as replays per second).
     """
 
-    kind: Literal["delta_max", "ratio_max", "ratio_min"]
+    kind: Literal["delta_max", "ratio_max", "ratio_min", "value_min"]
     value: float
     text: str
 
-    def met(self, ratio: float, delta: float) -> bool:
+    def met(self, ratio: float, delta: float, subject: float) -> bool:
         if self.kind == "delta_max":
             return delta <= self.value
         if self.kind == "ratio_max":
             return ratio <= self.value
+        if self.kind == "value_min":
+            return subject >= self.value
         return ratio >= self.value
 
 
@@ -145,9 +148,9 @@ class Row:
     @property
     def met(self) -> bool | None:
         target, ratio, delta = self.spec.target, self.ratio, self.delta
-        if target is None or ratio is None or delta is None:
+        if target is None or ratio is None or delta is None or self.subject is None:
             return None
-        return target.met(ratio, delta)
+        return target.met(ratio, delta, self.subject.median)
 
     def to_json(self) -> dict[str, Any]:
         s, b = self.subject, self.baseline
