@@ -151,9 +151,10 @@ class Replayer:
         async def replay(request: DeferredRequest) -> None:
             async with gate:
                 settlement = await self._replay_one(request, ramp)
-                # Recorded the moment it is known: a worker killed now re-sends nothing it
-                # already delivered (the window left is this one group's store write).
-                await commit.record(settlement)
+            # Recorded the moment it is known: a worker killed now re-sends nothing it already
+            # delivered (the window left is this one group's store write). The write does not
+            # hold a sending slot.
+            await commit.record(settlement)
             if settlement.get("delivered"):
                 self.stats.delivered += 1
             elif settlement.get("later"):
