@@ -33,3 +33,6 @@ class Result(Generic[T]):
     attempts: tuple[Attempt, ...]
     value: T | None = None
     deferral_id: str | None = None
+    # seconds since `value` was stored, when it came from a degraded-mode cache because no
+    # provider could answer (then every attempt failed); None for a fresh answer
+    stale_age: float | None = None

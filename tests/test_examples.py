@@ -24,3 +24,20 @@ def test_capabilities_example_fails_over_dedupes_and_replays() -> None:
     assert "charge  delivered by stripe" in out and "deduplicated=True" in out
     assert "decline final: 402 card_declined" in out
     assert "post    deferred" in out and "replayed after recovery: 1 status created" in out
+
+
+def test_llm_example_fails_over_across_three_providers_then_serves_stale() -> None:
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / "llm.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "answered by openai (gpt-4o-mini)" in out
+    assert "answered by anthropic (claude-3-5-haiku-latest)" in out  # openai was down
+    assert "answered by gemini (gemini-2.0-flash)" in out  # and then anthropic
+    assert "not cacheable: ChainExhausted" in out  # all three down
+    assert "stale answer from the cache" in out and "first given by gemini" in out

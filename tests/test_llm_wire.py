@@ -338,3 +338,178 @@ async def test_other_400_is_fatal_but_not_context_length() -> None:
     await gw.aclose()
     assert type(raised.value) is FatalError
     assert raised.value.attempts[-1].reason == "400 invalid_request_error"
+
+
+# streaming
+
+
+def sse(*events: tuple[str | None, Any]) -> httpx.Response:
+    """A 200 text/event-stream answer of (event name or None, data) pairs."""
+    text = "".join(
+        (f"event: {name}\n" if name else "")
+        + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+        for name, data in events
+    )
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, text=text)
+
+
+def openai_chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [choice],
+    }
+
+
+def test_openai_stream_wire_format() -> None:
+    """The streaming body (stream, include_usage), and an answer whose tool call arrives in
+    fragments: its id and name first, its arguments' JSON text in pieces."""
+    gw = gateway("openai")
+    call_head = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    answer = sse(
+        (None, openai_chunk({"role": "assistant", "content": ""})),
+        (None, openai_chunk({"content": "Checking"})),
+        (None, openai_chunk({"tool_calls": [call_head]})),
+        (None, openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]})),
+        (
+            None,
+            openai_chunk(
+                {"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Paris"}'}}]}
+            ),
+        ),
+        (None, openai_chunk({}, "tool_calls")),
+        (
+            None,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "model": "gpt-4o-mini-2024-07-18",
+                "choices": [],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+            },
+        ),
+        (None, "[DONE]"),
+    )
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(OPENAI_URL).mock(return_value=answer)
+        chunks = list(
+            gw.sync.llm.stream(CONVERSATION, model="fast", max_tokens=50, tools=[WEATHER])
+        )
+    gw.close()
+
+    request = route.calls.last.request
+    assert request.headers["authorization"] == "Bearer openai-key"
+    body = json.loads(request.content)
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert (body["model"], body["messages"], body["max_tokens"]) == (
+        "openai-fast-model",
+        CONVERSATION,
+        50,
+    )
+    assert body["tools"][0]["function"]["name"] == "get_weather"
+    assert [c.text for c in chunks] == ["Checking", "", ""]
+    assert chunks[1].tool_calls == (ToolCall("call_1", "get_weather", {"city": "Paris"}),)
+    assert (chunks[2].finish_reason, chunks[2].usage) == ("tool_calls", Usage(12, 9))
+    assert {(c.provider, c.model) for c in chunks} == {("openai", "gpt-4o-mini-2024-07-18")}
+
+
+async def test_anthropic_stream_wire_format() -> None:
+    """The streaming body (`"stream": true`, system on top) and Anthropic's documented event
+    flow: pings and unknown events ignored, a tool's input assembled from its JSON pieces,
+    usage from message_start (input, cache included) and message_delta (output)."""
+    gw = gateway("anthropic")
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-20241022",
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 1},
+    }
+    answer = sse(
+        ("message_start", {"type": "message_start", "message": message}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        ("ping", {"type": "ping"}),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Let me check"},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {},
+                },
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": '{"city": '},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": '"Paris"}'},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+        ("some_future_event", {"type": "some_future_event"}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 17},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    )
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(ANTHROPIC_URL).mock(return_value=answer)
+        chunks = [c async for c in gw.llm.stream(CONVERSATION, model="fast", tools=[WEATHER])]
+    await gw.aclose()
+
+    request = route.calls.last.request
+    assert request.headers["x-api-key"] == "anthropic-key"
+    assert request.headers["anthropic-version"] == "2023-06-01"
+    body = json.loads(request.content)
+    assert body["stream"] is True
+    assert (body["model"], body["max_tokens"]) == ("anthropic-fast-model", 1024)
+    assert body["system"] == CONVERSATION[0]["content"]
+    assert [c.text for c in chunks] == ["Let me check", "", ""]
+    assert chunks[1].tool_calls == (ToolCall("toolu_1", "get_weather", {"city": "Paris"}),)
+    assert (chunks[2].finish_reason, chunks[2].usage) == ("tool_calls", Usage(25, 17))
+    assert chunks[2].malformed == 0
+    assert chunks[0].model == "claude-3-5-haiku-20241022"

@@ -469,3 +469,84 @@ def test_simulator_fixture_resets_between_tests(pytester: pytest.Pytester) -> No
         """
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+# streamed responses and stream faults
+
+_PARTS = [f"data: {n}\n\n" for n in range(4)]
+
+
+def _streamed(simulator: Simulator, delay: float = 0.0) -> None:
+    simulator.route("POST", "/v1/stream", lambda r: SimResponse.stream(_PARTS, delay=delay))
+
+
+def test_stream_is_chunked_and_complete(simulator: Simulator, client: httpx.Client) -> None:
+    _streamed(simulator, delay=0.01)
+    with client.stream("POST", simulator.url("/v1/stream")) as response:
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in response.headers
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.read() == "".join(_PARTS).encode()
+    record = simulator.requests()[-1]
+    assert (record.fault, record.effect, record.status) == (None, True, 200)
+    assert client.get(simulator.url("/__health")).status_code == 200  # connection reusable
+
+
+def test_stream_parts_are_flushed_one_by_one(simulator: Simulator) -> None:
+    """The first part is readable while the server holds back the rest: each part is flushed."""
+    _streamed(simulator)
+    simulator.inject(Fault.stall_stream(after=1))
+    with (
+        httpx.Client(timeout=httpx.Timeout(2.0, read=0.5)) as client,
+        client.stream("POST", simulator.url("/v1/stream")) as response,
+    ):
+        lines = response.iter_lines()
+        assert next(lines) == "data: 0"
+        with pytest.raises(httpx.ReadTimeout):
+            list(lines)
+    record = simulator.requests()[-1]
+    assert (record.fault, record.effect, record.status) == ("stream_stall", True, 200)
+
+
+def test_stream_cut_after_n_parts(simulator: Simulator, client: httpx.Client) -> None:
+    _streamed(simulator)
+    simulator.inject(Fault.cut_stream(after=2))
+    received: list[str] = []
+    with (
+        client.stream("POST", simulator.url("/v1/stream")) as response,
+        pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)),
+    ):
+        received.extend(line for line in response.iter_lines() if line)
+    assert received == ["data: 0", "data: 1"]
+
+
+def test_stream_malformed_event_inserted(simulator: Simulator, client: httpx.Client) -> None:
+    _streamed(simulator)
+    simulator.inject(Fault.malformed_event(at=1))
+    body = client.post(simulator.url("/v1/stream")).text
+    assert body == _PARTS[0] + "data: {this is not json\n\n" + "".join(_PARTS[1:])
+
+
+def test_stream_without_end_marker(simulator: Simulator, client: httpx.Client) -> None:
+    _streamed(simulator)
+    simulator.inject(Fault.no_end_marker())
+    assert client.post(simulator.url("/v1/stream")).text == "".join(_PARTS[:-1])
+
+
+def test_stream_slow_first_token_sends_headers_first(simulator: Simulator) -> None:
+    _streamed(simulator)
+    simulator.inject(Fault.slow_first_token(1.0))
+    with (
+        httpx.Client(timeout=httpx.Timeout(2.0, read=0.3)) as client,
+        client.stream("POST", simulator.url("/v1/stream")) as response,
+    ):
+        assert response.status_code == 200  # the head came at once
+        with pytest.raises(httpx.ReadTimeout):
+            response.read()
+
+
+def test_plain_answer_counts_as_one_part(simulator: Simulator, client: httpx.Client) -> None:
+    simulator.inject(Fault.cut_stream(after=0))
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        client.post(simulator.url("/echo/x"))
+    assert simulator.requests()[-1].effect

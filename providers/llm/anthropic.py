@@ -9,16 +9,23 @@ schema as `input_schema`. Back: text blocks joined, `tool_use` blocks as tool ca
 tool_calls, refusal -> content_filter), usage input_tokens (cache reads and writes included)
 and output_tokens. Errors are `{"type": "error", "error": {"type", "message"}}`; a 400
 `invalid_request_error` saying the prompt is too long is final.
+
+Streamed with `"stream": true` (https://docs.anthropic.com/en/docs/build-with-claude/streaming):
+named events `message_start` (model, input tokens), then per content block
+`content_block_start` / `content_block_delta` (`text_delta` text; `input_json_delta` pieces of
+a tool call's input) / `content_block_stop`, then `message_delta` (stop_reason, output tokens
+so far) and `message_stop`, the end marker; `ping` events keep the connection alive, an `error`
+event (`overloaded_error`, ...) ends the stream unfinished, and unknown events are ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
-from pydantic import BaseModel, ConfigDict
 
 from providers.adapter import api_key, base_url, json_field
 from providers.llm.models import (
@@ -29,6 +36,13 @@ from providers.llm.models import (
     Usage,
     arguments,
     mapped_model,
+)
+from providers.llm.streaming import (
+    ChatChunk,
+    MalformedEvent,
+    SseEvent,
+    StreamError,
+    StreamOptions,
 )
 from resilient import registry
 from resilient.policy.classify import Verdict
@@ -50,10 +64,8 @@ _STOP: dict[str, FinishReason] = {
 }
 
 
-class AnthropicOptions(BaseModel):
-    """Config keys of an "anthropic" provider."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AnthropicOptions(StreamOptions):
+    """Config keys of an "anthropic" provider (the streaming limits included)."""
 
     models: dict[str, str] = {}  # logical model name -> Anthropic's model name
 
@@ -62,13 +74,24 @@ class AnthropicAdapter:
     honours_idempotency_key = False
 
     def build(self, chat: ChatRequest, provider: ProviderRuntime) -> httpx.Request:
+        return self._request(chat, provider, {})
+
+    def build_stream(self, chat: ChatRequest, provider: ProviderRuntime) -> httpx.Request:
+        return self._request(chat, provider, {"stream": True})
+
+    def decoder(self, provider: str, model: str) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder(provider, model)
+
+    def _request(
+        self, chat: ChatRequest, provider: ProviderRuntime, extra: dict[str, Any]
+    ) -> httpx.Request:
         base = base_url(provider, API)
         url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
         return httpx.Request(
             "POST",
             url,
             headers={"x-api-key": api_key(provider), "anthropic-version": VERSION},
-            json=body(chat, mapped_model(provider.settings.options, chat.model)),
+            json={**body(chat, mapped_model(provider.settings.options, chat.model)), **extra},
         )
 
     def parse(self, response: httpx.Response, provider: str, model: str) -> ChatResponse:
@@ -81,16 +104,12 @@ class AnthropicAdapter:
             if b.get("type") == "tool_use"
         ]
         usage = data.get("usage") or {}
-        input_tokens = sum(
-            int(usage.get(key) or 0)
-            for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-        )
         finish = _STOP.get(str(data.get("stop_reason")), "tool_calls" if calls else "stop")
         return ChatResponse(
             text=text,
             tool_calls=calls,
             finish_reason=finish,
-            usage=Usage(input_tokens, int(usage.get("output_tokens") or 0)),
+            usage=Usage(_input_tokens(usage), int(usage.get("output_tokens") or 0)),
             provider=provider,
             model=str(data.get("model") or model),
         )
@@ -110,6 +129,122 @@ class AnthropicAdapter:
         if kind:
             return dataclasses.replace(default, reason=f"{default.reason} {kind}")
         return default
+
+
+class AnthropicStreamDecoder:
+    """One streamed message: text deltas as they come, each tool_use block given complete (its
+    input's JSON pieces joined) when the block stops; usage from message_start and
+    message_delta (cumulative counts: the latest wins)."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self._provider = provider
+        self._model = model
+        self._text: list[str] = []
+        self._tools: dict[int, dict[str, Any]] = {}  # block index -> id, name, input pieces
+        self._calls: list[ToolCall] = []
+        self._stop: FinishReason | None = None
+        self._usage = Usage(0, 0)
+        self._done = False
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self._stop
+
+    def feed(self, event: SseEvent) -> list[ChatChunk]:
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            _malformed(event)
+        if not isinstance(data, dict):
+            _malformed(event)
+        kind = data.get("type") or event.event
+        if kind == "error":
+            error = data.get("error")
+            raise StreamError(str(error.get("type") if isinstance(error, dict) else "error"))
+        try:
+            return self._read(kind, data)
+        except (KeyError, TypeError, AttributeError, ValueError):
+            _malformed(event)
+
+    def _read(self, kind: Any, data: dict[str, Any]) -> list[ChatChunk]:
+        if kind == "message_start":
+            message = data["message"]
+            self._model = str(message.get("model") or self._model)
+            self._count(message.get("usage") or {})
+        elif kind == "content_block_start":
+            block = data["content_block"]
+            if block["type"] == "tool_use":
+                self._tools[int(data["index"])] = {
+                    "id": block["id"],
+                    "name": block["name"],
+                    "pieces": [],
+                    "input": block.get("input"),
+                }
+            elif block["type"] == "text" and block.get("text"):
+                return self._said(str(block["text"]))
+        elif kind == "content_block_delta":
+            delta = data["delta"]
+            if delta["type"] == "text_delta":
+                return self._said(str(delta["text"]))
+            if delta["type"] == "input_json_delta":
+                self._tools[int(data["index"])]["pieces"].append(str(delta["partial_json"]))
+        elif kind == "content_block_stop":
+            tool = self._tools.pop(int(data["index"]), None)
+            if tool is not None:
+                pieces = "".join(tool["pieces"])
+                call = ToolCall(
+                    str(tool["id"]), str(tool["name"]), arguments(pieces or tool["input"])
+                )
+                self._calls.append(call)
+                return [self._chunk(tool_calls=(call,))]
+        elif kind == "message_delta":
+            stop = (data.get("delta") or {}).get("stop_reason")
+            if stop:
+                self._stop = _STOP.get(str(stop), "tool_calls" if self._calls else "stop")
+            self._count(data.get("usage") or {})
+        elif kind == "message_stop":
+            self._done = True
+        return []  # ping, and event types added after this was written
+
+    def _said(self, text: str) -> list[ChatChunk]:
+        self._text.append(text)
+        return [self._chunk(text=text)]
+
+    def _chunk(self, **fields: Any) -> ChatChunk:
+        return ChatChunk(provider=self._provider, model=self._model, **fields)
+
+    def _count(self, usage: Mapping[str, Any]) -> None:
+        if any(key in usage for key in _INPUT_KEYS):
+            self._usage = Usage(_input_tokens(usage), self._usage.output_tokens)
+        if "output_tokens" in usage:
+            self._usage = Usage(self._usage.input_tokens, int(usage["output_tokens"] or 0))
+
+    def final(self) -> ChatResponse:
+        calls = self._calls
+        return ChatResponse(
+            text="".join(self._text),
+            tool_calls=list(calls),
+            finish_reason=self._stop or ("tool_calls" if calls else "stop"),
+            usage=self._usage,
+            provider=self._provider,
+            model=self._model,
+        )
+
+
+def _malformed(event: SseEvent) -> NoReturn:
+    raise MalformedEvent(f"not a Messages stream event: {event.data[:80]!r}")
+
+
+_INPUT_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _input_tokens(usage: Mapping[str, Any]) -> int:
+    """Every input token, cache reads and writes included."""
+    return sum(int(usage.get(key) or 0) for key in _INPUT_KEYS)
 
 
 def body(chat: ChatRequest, model: str) -> dict[str, Any]:

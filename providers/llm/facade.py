@@ -8,12 +8,22 @@ says nothing only multiplies the wait.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from providers.llm import routing
+from providers.llm.errors import rejected
 from providers.llm.models import ChatRequest, ChatResponse, ContextLengthExceeded
+from providers.llm.streaming import (
+    ChatStream,
+    StreamRun,
+    StreamStats,
+    SyncChatStream,
+    stream_stats,
+)
 from resilient.errors import FatalError, ResilientError
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
@@ -84,16 +94,6 @@ class ChatOperation:
         return verdict
 
 
-def _chat(
-    messages: Sequence[Mapping[str, Any]],
-    model: str,
-    temperature: float | None,
-    max_tokens: int | None,
-    tools: Sequence[Mapping[str, Any]] | None,
-) -> ChatOperation:
-    return ChatOperation(ChatRequest.of(messages, model, temperature, max_tokens, tools))
-
-
 def _answered(op: ChatOperation, result: Result[httpx.Response]) -> Result[ChatResponse]:
     """The chat answer in place of the HTTP one (whose body was read within its attempt)."""
     return Result(result.status, result.provider, result.attempts, op.answer)
@@ -128,14 +128,44 @@ class LlmFacade:
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
         deadline: float | None = None,
+        cacheable: bool = False,
     ) -> Result[ChatResponse]:
-        """One chat answer, from the first provider of the chain that gives one."""
-        op = _chat(messages, model, temperature, max_tokens, tools)
+        """One chat answer, from the first provider of the chain that gives one; a prompt too
+        long goes to the configured larger model, and a `cacheable` chat is answered from the
+        degraded-mode cache when the chain is down (see providers.llm.routing)."""
+        request = ChatRequest.of(messages, model, temperature, max_tokens, tools)
+        return await routing.achat(
+            self._gateway, self.capability, request, self._ask, deadline, cacheable
+        )
+
+    async def _ask(self, chat: ChatRequest, deadline: float | None) -> Result[ChatResponse]:
+        op = ChatOperation(chat)
         try:
             result = await self._gateway.acall(self.capability, op, defer=False, deadline=deadline)
         except FatalError as error:
             raise _too_long(self.capability, error) from error
         return _answered(op, result)
+
+    def stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        model: str = "fast",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        deadline: float | None = None,
+        restart: bool | None = None,
+    ) -> ChatStream:
+        """The answer chunk by chunk, as an async iterator (see providers.llm.streaming)."""
+        run = _stream_run(
+            self._gateway, self.capability, messages, model, temperature, max_tokens, tools
+        )
+        return ChatStream(run(deadline, restart))
+
+    @property
+    def stream_stats(self) -> StreamStats:
+        return stream_stats(self._gateway)
 
 
 class SyncLlmFacade:
@@ -154,13 +184,67 @@ class SyncLlmFacade:
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
         deadline: float | None = None,
+        cacheable: bool = False,
     ) -> Result[ChatResponse]:
-        op = _chat(messages, model, temperature, max_tokens, tools)
+        request = ChatRequest.of(messages, model, temperature, max_tokens, tools)
+        return routing.chat(self._gateway, self.capability, request, self._ask, deadline, cacheable)
+
+    def _ask(self, chat: ChatRequest, deadline: float | None) -> Result[ChatResponse]:
+        op = ChatOperation(chat)
         try:
             result = self._gateway.call(self.capability, op, defer=False, deadline=deadline)
         except FatalError as error:
             raise _too_long(self.capability, error) from error
         return _answered(op, result)
+
+    def stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        model: str = "fast",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        deadline: float | None = None,
+        restart: bool | None = None,
+    ) -> SyncChatStream:
+        """The answer chunk by chunk, as a plain iterator (see providers.llm.streaming)."""
+        run = _stream_run(
+            self._gateway, self.capability, messages, model, temperature, max_tokens, tools
+        )
+        return SyncChatStream(run(deadline, restart))
+
+    @property
+    def stream_stats(self) -> StreamStats:
+        return stream_stats(self._gateway)
+
+
+def _stream_run(
+    gateway: Gateway,
+    capability: str,
+    messages: Sequence[Mapping[str, Any]],
+    model: str,
+    temperature: float | None,
+    max_tokens: int | None,
+    tools: Sequence[Mapping[str, Any]] | None,
+) -> Callable[[float | None, bool | None], StreamRun]:
+    """A stream's run, its request checked now (bad input raises before anything is sent).
+
+    Nothing reaches the caller before a chunk has: the request, its status and the wait for
+    the first chunk are one attempt. A stream cut or stalled after that starts over on the
+    providers after the one that failed (its first chunk then says `restarted`), or, with
+    `restart=False` (or the provider's `restart = false`), ends in StreamInterrupted.
+    `deadline` bounds each start, up to its first chunk. Streams are never parked.
+    """
+    chat = ChatRequest.of(messages, model, temperature, max_tokens, tools)
+    return functools.partial(
+        StreamRun, gateway, capability, chat, on_fatal=functools.partial(_refused, capability)
+    )
+
+
+def _refused(capability: str, error: FatalError) -> FatalError:
+    """A stream's start refused reads as a chat's: content policy, or a prompt too long."""
+    return rejected(capability, error) or _too_long(capability, error)
 
 
 register_facade(CAPABILITY_KIND, FacadeKinds(LlmFacade, SyncLlmFacade))

@@ -2,6 +2,13 @@
 Ollama, vLLM): `POST {base}/v1/chat/completions`, `Authorization: Bearer <api_key>`
 (https://platform.openai.com/docs/api-reference/chat/create).
 
+Streamed with `"stream": true, "stream_options": {"include_usage": true}`: server-sent `data:`
+events, each a `chat.completion.chunk` whose `choices[0].delta` adds text, or fragments of tool
+calls (by `index`: the id and name first, then the arguments' JSON text in pieces); the chunk
+with `finish_reason` ends the choice, a last chunk with no choices carries `usage`, and
+`data: [DONE]` ends the stream (https://platform.openai.com/docs/api-reference/chat-streaming).
+An error inside the stream comes as a `data:` event holding OpenAI's `{"error": {...}}`.
+
 The base URL may be given with or without its `/v1` (the drop-in SDK's convention includes
 it). The logical model name is mapped by the provider's `models` option. Tool calls go out as
 `{"type": "function", "function": {"name", "arguments": "<JSON text>"}}` and come back
@@ -12,11 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
-from providers._sdk import register_sdk_kind
+from providers._sdk import KINDS, OpenAIOptions
 from providers.adapter import api_key, base_url, json_field
 from providers.llm.models import (
     ChatRequest,
@@ -24,9 +31,18 @@ from providers.llm.models import (
     FinishReason,
     ToolCall,
     Usage,
+    arguments,
     mapped_model,
     tool_call,
 )
+from providers.llm.streaming import (
+    ChatChunk,
+    MalformedEvent,
+    SseEvent,
+    StreamError,
+    StreamOptions,
+)
+from resilient import registry
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
 from resilient.runtime import ProviderRuntime
@@ -42,10 +58,25 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
+class OpenAIChatOptions(OpenAIOptions, StreamOptions):
+    """Config keys of an "openai" provider: the drop-in SDK's, and the streaming limits."""
+
+
 class OpenAIChatAdapter:
     honours_idempotency_key = False  # a repeat is a new completion: harmless, chat has no effect
 
     def build(self, chat: ChatRequest, provider: ProviderRuntime) -> httpx.Request:
+        return self._request(chat, provider, {})
+
+    def build_stream(self, chat: ChatRequest, provider: ProviderRuntime) -> httpx.Request:
+        return self._request(chat, provider, STREAM)
+
+    def decoder(self, provider: str, model: str) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder(provider, model)
+
+    def _request(
+        self, chat: ChatRequest, provider: ProviderRuntime, extra: dict[str, Any]
+    ) -> httpx.Request:
         base = base_url(provider, API)
         url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
         headers = {"Authorization": f"Bearer {api_key(provider)}"}
@@ -60,7 +91,7 @@ class OpenAIChatAdapter:
             "POST",
             url,
             headers=headers,
-            json=body(chat, mapped_model(provider.settings.options, chat.model)),
+            json={**body(chat, mapped_model(provider.settings.options, chat.model)), **extra},
         )
 
     def parse(self, response: httpx.Response, provider: str, model: str) -> ChatResponse:
@@ -80,17 +111,121 @@ class OpenAIChatAdapter:
         )
 
     def verdict(self, response: httpx.Response, default: Verdict) -> Verdict:
-        """OpenAI's error code in the reason; a prompt too long for the model is final."""
+        """OpenAI's error code in the reason; a prompt too long for the model, or refused on
+        content policy (Azure's `content_filter`), is final."""
         if default.outcome is Outcome.OK:
             return default
         code = json_field(response, "error", "code")
-        if code == "context_length_exceeded":
+        if code in ("context_length_exceeded", "content_filter", "content_policy_violation"):
             return dataclasses.replace(
                 default, outcome=Outcome.FATAL, reason=f"{response.status_code} {code}"
             )
         if code:
             return dataclasses.replace(default, reason=f"{default.reason} {code}")
         return default
+
+
+STREAM: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+
+
+class OpenAIStreamDecoder:
+    """One streamed completion (choice 0): text deltas as they come; each tool call assembled
+    from its fragments and given complete once the choice finishes; usage from the last chunk."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self._provider = provider
+        self._model = model
+        self._text: list[str] = []
+        self._partial: dict[int, dict[str, Any]] = {}  # tool call index -> id, name, pieces
+        self._calls: list[ToolCall] = []
+        self._finish: FinishReason | None = None
+        self._usage: Usage | None = None
+        self._done = False
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self._finish
+
+    def feed(self, event: SseEvent) -> list[ChatChunk]:
+        if event.data.strip() == "[DONE]":
+            self._done = True
+            return self._complete_calls()
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            _malformed(event)
+        if not isinstance(data, dict):
+            _malformed(event)
+        if data.get("error"):
+            error = data["error"]
+            detail = error.get("code") or error.get("type") if isinstance(error, dict) else None
+            raise StreamError(str(detail or "error"))
+        try:
+            return self._chunks(data)
+        except (KeyError, TypeError, AttributeError, ValueError):
+            _malformed(event)
+
+    def _chunks(self, data: dict[str, Any]) -> list[ChatChunk]:
+        self._model = str(data.get("model") or self._model)
+        usage = data.get("usage")
+        if usage:
+            self._usage = Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
+        out: list[ChatChunk] = []
+        for choice in data.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                self._text.append(str(text))
+                out.append(ChatChunk(str(text), provider=self._provider, model=self._model))
+            for piece in delta.get("tool_calls") or ():
+                self._assemble(piece)
+            finish = choice.get("finish_reason")
+            if finish:
+                self._finish = _FINISH.get(str(finish), "stop")
+                out.extend(self._complete_calls())
+        return out
+
+    def _assemble(self, piece: dict[str, Any]) -> None:
+        call = self._partial.setdefault(
+            int(piece.get("index", len(self._partial))), {"id": "", "name": "", "pieces": []}
+        )
+        function = piece.get("function") or {}
+        call["id"] = piece.get("id") or call["id"]
+        call["name"] = function.get("name") or call["name"]
+        if function.get("arguments"):
+            call["pieces"].append(str(function["arguments"]))
+
+    def _complete_calls(self) -> list[ChatChunk]:
+        calls = [
+            ToolCall(str(c["id"]), str(c["name"]), arguments("".join(c["pieces"])))
+            for _, c in sorted(self._partial.items())
+        ]
+        self._partial.clear()
+        if not calls:
+            return []
+        self._calls.extend(calls)
+        return [ChatChunk(tool_calls=tuple(calls), provider=self._provider, model=self._model)]
+
+    def final(self) -> ChatResponse:
+        calls = self._calls
+        return ChatResponse(
+            text="".join(self._text),
+            tool_calls=list(calls),
+            finish_reason=self._finish or ("tool_calls" if calls else "stop"),
+            usage=self._usage or Usage(0, 0),
+            provider=self._provider,
+            model=self._model,
+        )
+
+
+def _malformed(event: SseEvent) -> NoReturn:
+    raise MalformedEvent(f"not a chat.completion.chunk: {event.data[:80]!r}")
 
 
 def body(chat: ChatRequest, model: str) -> dict[str, Any]:
@@ -136,4 +271,13 @@ def _message(message: Any) -> dict[str, Any]:
     return out
 
 
-register_sdk_kind("openai", factory=lambda settings: OpenAIChatAdapter())
+_KIND = KINDS["openai"]  # the drop-in SDK's kind, with the streaming keys added to its options
+registry.register(
+    registry.ProviderKind(
+        _KIND.name,
+        _KIND.capability,
+        OpenAIChatOptions,
+        factory=lambda settings: OpenAIChatAdapter(),
+        classify=_KIND.classify,
+    )
+)

@@ -7,7 +7,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FaultKind = Literal["status", "latency", "hang", "reset", "reset_mid_body", "flapping"]
+FaultKind = Literal[
+    "status",
+    "latency",
+    "hang",
+    "reset",
+    "reset_mid_body",
+    "flapping",
+    "stream_stall",
+    "stream_cut",
+    "stream_malformed",
+    "stream_no_end",
+    "stream_slow_start",
+]
+STREAM_KINDS = frozenset(
+    {"stream_stall", "stream_cut", "stream_malformed", "stream_no_end", "stream_slow_start"}
+)
+MALFORMED_EVENT = b"data: {this is not json\n\n"
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,7 @@ class Fault:
     up: float = 0.0
     down: float = 0.0
     inner: Fault | None = None
+    events: int = 0  # stream faults: the number of parts (events) it concerns
 
     @classmethod
     def status(
@@ -91,6 +108,39 @@ class Fault:
             raise ValueError(f"flapping needs up > 0 and down > 0, got up={up} down={down}")
         return cls("flapping", fault.label, up=up, down=down, inner=fault)
 
+    # Stream faults run the route, then change how its streamed answer
+    # (`SimResponse.stream`) is sent; a plain answer counts as a stream of one part.
+
+    @classmethod
+    def stall_stream(cls, after: int) -> Fault:
+        """Send the first `after` parts, then go silent with the connection open: only the
+        client's idle timeout ends the stream."""
+        return cls("stream_stall", "stream_stall", events=_count(after), after_effect=True)
+
+    @classmethod
+    def cut_stream(cls, after: int) -> Fault:
+        """Send the first `after` parts, then drop the connection with a TCP RST mid-body."""
+        return cls("stream_cut", "stream_cut", events=_count(after), after_effect=True)
+
+    @classmethod
+    def malformed_event(cls, at: int, data: bytes = MALFORMED_EVENT) -> Fault:
+        """Insert `data` (an unreadable event) before part `at`; the rest streams normally."""
+        return cls(
+            "stream_malformed", "stream_malformed", body=data, events=_count(at), after_effect=True
+        )
+
+    @classmethod
+    def no_end_marker(cls, drop: int = 1) -> Fault:
+        """Leave out the last `drop` parts (the provider's end marker) and end the body cleanly."""
+        return cls("stream_no_end", "stream_no_end", events=_count(drop), after_effect=True)
+
+    @classmethod
+    def slow_first_token(cls, seconds: float) -> Fault:
+        """Send the status line and headers at once, then wait `seconds` before the first part."""
+        if seconds < 0:
+            raise ValueError(f"slow_first_token must be >= 0 seconds, got {seconds}")
+        return cls("stream_slow_start", "stream_slow_start", seconds=seconds, after_effect=True)
+
     def resolve(self, elapsed: float) -> Fault | None:
         """The fault in force `elapsed` seconds after injection, or None while healthy."""
         if self.inner is None:
@@ -98,6 +148,12 @@ class Fault:
         if elapsed % (self.up + self.down) < self.up:
             return None
         return self.inner.resolve(elapsed)
+
+
+def _count(value: int) -> int:
+    if value < 0:
+        raise ValueError(f"a stream fault counts parts from 0, got {value}")
+    return value
 
 
 def _seconds_text(value: float | str) -> str:

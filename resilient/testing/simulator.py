@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -23,7 +23,7 @@ from urllib.parse import unquote
 import h11
 
 from resilient.testing.background_server import BackgroundServer
-from resilient.testing.faults import Fault
+from resilient.testing.faults import STREAM_KINDS, Fault
 
 Handler = Callable[["SimRequest"], "SimResponse"]
 
@@ -50,9 +50,15 @@ class SimRequest:
 
 @dataclass
 class SimResponse:
+    """An answer. A streamed one (`SimResponse.stream`) also has `parts`, sent one chunk each
+    with chunked transfer encoding and `delays[i]` seconds before part i; `body` is then all the
+    parts joined, for faults that do not stream (reset_mid_body)."""
+
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    parts: tuple[bytes, ...] | None = None
+    delays: tuple[float, ...] = ()
 
     @classmethod
     def json(
@@ -60,6 +66,26 @@ class SimResponse:
     ) -> SimResponse:
         merged = {"content-type": "application/json", **(headers or {})}
         return cls(status=status, headers=merged, body=jsonlib.dumps(data).encode())
+
+    @classmethod
+    def stream(
+        cls,
+        events: Iterable[bytes | str],
+        *,
+        delay: float | Sequence[float] = 0.0,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> SimResponse:
+        """A streamed answer: each of `events` (one server-sent event each, say) is its own
+        flushed chunk. `delay`: seconds between parts, or one wait per part (before it, the
+        first included). Content type text/event-stream unless `headers` say otherwise."""
+        parts = tuple(e.encode() if isinstance(e, str) else bytes(e) for e in events)
+        if isinstance(delay, (int, float)):
+            delays = tuple(0.0 if index == 0 else float(delay) for index in range(len(parts)))
+        else:
+            delays = tuple(float(d) for d in delay)
+        merged = {"content-type": "text/event-stream; charset=utf-8", **(headers or {})}
+        return cls(status, merged, b"".join(parts), parts, delays)
 
 
 @dataclass(frozen=True)
@@ -365,15 +391,24 @@ class Simulator(BackgroundServer):
             self._records.append(record)
 
         if fault is None:
-            await self._send(conn, writer, self._run_route(request, record), record)
+            response = self._run_route(request, record)
+            if response.parts is not None and method != "HEAD":
+                return await self._stream(conn, reader, writer, response, record, None)
+            await self._send(conn, writer, response, record)
             return True
+        if fault.kind in STREAM_KINDS:
+            response = self._run_route(request, record)
+            return await self._stream(conn, reader, writer, response, record, fault)
         if fault.kind == "status":
             response = SimResponse(fault.code, dict(fault.headers), fault.body)
             await self._send(conn, writer, response, record)
             return True
         if fault.kind == "latency":
             await asyncio.sleep(fault.seconds)
-            await self._send(conn, writer, self._run_route(request, record), record)
+            response = self._run_route(request, record)
+            if response.parts is not None and method != "HEAD":
+                return await self._stream(conn, reader, writer, response, record, None)
+            await self._send(conn, writer, response, record)
             return True
         if fault.kind == "reset_mid_body":
             await self._send_partial(conn, writer, self._run_route(request, record), record)
@@ -455,6 +490,65 @@ class Simulator(BackgroundServer):
             record.status = response.status
         writer.write(data)
         await writer.drain()
+
+    async def _stream(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        response: SimResponse,
+        record: _Record,
+        fault: Fault | None,
+    ) -> bool:
+        """Send `response` part by part, each flushed, as `fault` (a stream fault) alters it;
+        False when the connection must not be reused."""
+        parts = list(response.parts if response.parts is not None else (response.body,))
+        delays = [*response.delays, *[0.0] * len(parts)][: len(parts)]
+        kind = fault.kind if fault is not None else None
+        stop_at: int | None = None
+        if fault is not None and kind == "stream_malformed":
+            parts.insert(fault.events, fault.body)
+            delays.insert(fault.events, 0.0)
+        elif fault is not None and kind == "stream_no_end":
+            kept = max(0, len(parts) - fault.events)
+            del parts[kept:], delays[kept:]
+        elif fault is not None and kind in ("stream_stall", "stream_cut"):
+            stop_at = fault.events
+        head = h11.Response(
+            status_code=response.status,
+            headers=[
+                *(
+                    (name, value)
+                    for name, value in response.headers.items()
+                    if name.lower() not in ("content-length", "transfer-encoding")
+                ),
+                ("transfer-encoding", "chunked"),
+            ],
+            reason=_REASONS.get(response.status, b""),
+        )
+        writer.write(conn.send(head))
+        record.status = response.status
+        await writer.drain()
+        if fault is not None and kind == "stream_slow_start":
+            await asyncio.sleep(fault.seconds)
+        for index, (part, wait) in enumerate(zip(parts, delays, strict=True)):
+            if index == stop_at:
+                break
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if part:
+                writer.write(conn.send(h11.Data(data=part)))
+                await writer.drain()
+        if kind == "stream_cut":
+            _abort_with_rst(writer)
+            return False
+        if kind == "stream_stall":
+            while await reader.read(_READ_SIZE):
+                pass  # silent with the connection open, until the client gives up
+            return False
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+        return True
 
     async def _send_partial(
         self,

@@ -1,15 +1,19 @@
-"""Anthropic on the simulator: the Messages API (`POST {prefix}/v1/messages`, not streamed yet)
-with Anthropic's headers, answer and error shapes. Point a provider's base_url at
-`sim.url(prefix)`. The reply echoes the last user text unless `state.reply` says otherwise; with
-`state.tool_use` set (a tool name and its input) and tools in the request, it calls that tool.
-A prompt longer than `state.context_window` tokens (words, here) is refused the way Anthropic
-refuses one: 400 `invalid_request_error`, "prompt is too long".
+"""Anthropic on the simulator: the Messages API (`POST {prefix}/v1/messages`), plain and
+streamed (`"stream": true`: Anthropic's named server-sent events, one flushed part each:
+message_start, ping, content_block_start / content_block_delta / content_block_stop per block,
+message_delta, message_stop), with Anthropic's headers, answer and error shapes. Point a
+provider's base_url at `sim.url(prefix)`. The reply echoes the last user text unless
+`state.reply` says otherwise; with `state.tool_use` set (a tool name and its input) and tools in
+the request, it calls that tool. A prompt longer than `state.context_window` tokens (words,
+here) is refused the way Anthropic refuses one: 400 `invalid_request_error`, "prompt is too
+long".
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from resilient.testing.routes import new_id
@@ -102,7 +106,13 @@ class AnthropicState:
         with self._lock:
             self.requests.append(body)
             self.messages.append(message)
-        return SimResponse.json(message, headers={"request-id": new_id("req_", 24)})
+        headers = {"request-id": new_id("req_", 24)}
+        if body.get("stream"):
+            return SimResponse.stream(
+                (f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in _events(message)),
+                headers=headers,
+            )
+        return SimResponse.json(message, headers=headers)
 
 
 def mount(sim: Simulator, prefix: str) -> AnthropicState:
@@ -115,8 +125,6 @@ def _invalid(body: dict[str, Any]) -> SimResponse | None:
     for field in ("model", "max_tokens", "messages"):
         if field not in body:
             return error(400, "invalid_request_error", f"{field}: Field required")
-    if body.get("stream"):
-        return error(400, "invalid_request_error", "stream: not served by the simulator yet")
     max_tokens = body["max_tokens"]
     if not isinstance(max_tokens, int) or max_tokens < 1:
         return error(400, "invalid_request_error", "max_tokens: Input should be greater than 0")
@@ -133,6 +141,54 @@ def _invalid(body: dict[str, Any]) -> SimResponse | None:
                 'top-level `system` parameter, not "system" as an input message role.',
             )
     return None
+
+
+def _events(message: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`message` as Anthropic streams it: text word by word, a tool's input in three pieces."""
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    yield "message_start", {"type": "message_start", "message": start}
+    yield "ping", {"type": "ping"}
+    for index, block in enumerate(message["content"]):
+        opened: dict[str, Any]
+        if block["type"] == "text":
+            opened = {"type": "text", "text": ""}
+            words = block["text"].split(" ")
+            deltas = [
+                {"type": "text_delta", "text": word if n == 0 else " " + word}
+                for n, word in enumerate(words)
+            ]
+        else:
+            opened = {**block, "input": {}}
+            text = json.dumps(block["input"])
+            third = max(1, len(text) // 3)
+            deltas = [
+                {"type": "input_json_delta", "partial_json": text[at : at + third]}
+                for at in range(0, len(text), third)
+            ]
+        yield (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": opened,
+            },
+        )
+        for delta in deltas:
+            yield (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+    yield (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        },
+    )
+    yield "message_stop", {"type": "message_stop"}
 
 
 def _words(content: Any) -> int:

@@ -1,6 +1,8 @@
 """OpenAI on the simulator: chat completions, plain and streamed (server-sent events in OpenAI's
-chunk format, ending `data: [DONE]`), with OpenAI's error shape. Point a client at
-`sim.url(prefix + "/v1")`. The reply echoes the last message unless `state.reply` says otherwise.
+chunk format, one flushed part per event, ending `data: [DONE]`), with OpenAI's error shape.
+Point a client at `sim.url(prefix + "/v1")`. The reply echoes the last message unless
+`state.reply` says otherwise; with `state.tool_call` set (a tool name and its arguments) and
+tools in the request, it calls that tool (streamed: the arguments' JSON in three fragments).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class OpenAIState:
 
     def __init__(self) -> None:
         self.reply: Callable[[Messages], str] = echo
+        self.tool_call: tuple[str, dict[str, Any]] | None = None
         self.completions: list[dict[str, Any]] = []  # every completion served, streamed or not
         self._lock = threading.Lock()
 
@@ -70,18 +73,23 @@ class OpenAIState:
             "system_fingerprint": "fp_sim",
             "content": self.reply(messages),
             "prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in messages),
+            "tool_call": None,
         }
+        if self.tool_call is not None and body.get("tools"):
+            name, arguments = self.tool_call
+            completion["tool_call"] = {
+                "id": new_id("call_", 24),
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
         with self._lock:
             self.completions.append(completion)
         headers = {"x-request-id": new_id("req_", 32), "openai-processing-ms": "1"}
         if body.get("stream"):
             options = body.get("stream_options") or {}
             usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-            events = b"".join(
-                f"data: {json.dumps(chunk)}\n\n".encode() for chunk in _chunks(completion, usage)
-            )
-            headers["content-type"] = "text/event-stream; charset=utf-8"
-            return SimResponse(200, headers, events + b"data: [DONE]\n\n")
+            events = [f"data: {json.dumps(chunk)}\n\n" for chunk in _chunks(completion, usage)]
+            return SimResponse.stream([*events, "data: [DONE]\n\n"], headers=headers)
         return SimResponse.json(_completion(completion), headers=headers)
 
 
@@ -115,6 +123,10 @@ def _invalid(body: dict[str, Any]) -> SimResponse | None:
     return None
 
 
+def _finish(completion: dict[str, Any]) -> str:
+    return "tool_calls" if completion["tool_call"] else "stop"
+
+
 def _usage(completion: dict[str, Any]) -> dict[str, int]:
     prompt, answer = completion["prompt_tokens"], len(completion["content"].split())
     return {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer}
@@ -134,9 +146,12 @@ def _completion(completion: dict[str, Any]) -> dict[str, Any]:
                     "content": completion["content"],
                     "refusal": None,
                     "annotations": [],
+                    **(
+                        {"tool_calls": [completion["tool_call"]]} if completion["tool_call"] else {}
+                    ),
                 },
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": _finish(completion),
             }
         ],
         "usage": _usage(completion),
@@ -146,8 +161,9 @@ def _completion(completion: dict[str, Any]) -> dict[str, Any]:
 
 
 def _chunks(completion: dict[str, Any], usage: bool) -> Iterator[dict[str, Any]]:
-    """The completion as OpenAI streams it: the role, then the text word by word, then the
-    finish reason, then (when asked for) a usage chunk with no choices."""
+    """The completion as OpenAI streams it: the role, then the text word by word, then a tool
+    call's id and name and its arguments in fragments, then the finish reason, then (when asked
+    for) a usage chunk with no choices."""
 
     def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -157,7 +173,16 @@ def _chunks(completion: dict[str, Any], usage: bool) -> Iterator[dict[str, Any]]
     words = completion["content"].split(" ")
     for index, word in enumerate(words):
         yield chunk({"content": word if index == 0 else " " + word}, None)
-    yield chunk({}, "stop")
+    call = completion["tool_call"]
+    if call is not None:
+        head = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+        yield chunk({"tool_calls": [{"index": 0, **head}]}, None)
+        text = call["function"]["arguments"]
+        third = max(1, len(text) // 3)
+        for start in range(0, len(text), third):
+            piece = {"index": 0, "function": {"arguments": text[start : start + third]}}
+            yield chunk({"tool_calls": [piece]}, None)
+    yield chunk({}, _finish(completion))
     if usage:
         yield {**_chunk(completion, [], usage), "usage": _usage(completion)}
 

@@ -1,0 +1,72 @@
+"""Server-sent events read incrementally from a body that arrives in arbitrary pieces.
+
+The one line parser every streaming kind shares, per the WHATWG event-stream format
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+lines end in CRLF, LF or CR; a blank line dispatches the event; `event:` names it; `data:`
+lines are joined with newlines; one space after the colon is dropped; `:` lines are comments;
+`id:` and `retry:` are read and ignored (a restart is a new request, never a resumption). An
+event cut off by the end of the body is not dispatched.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """One server-sent event: its `event:` name (None when unnamed) and its joined `data:` lines."""
+
+    event: str | None
+    data: str
+
+
+_LINE_END = re.compile("\r\n|\r|\n")
+
+
+class SseParser:
+    """Feed it bytes as they come; it returns the events they complete."""
+
+    __slots__ = ("_buffer", "_cr", "_data", "_decoder", "_event")
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self._cr = False  # the last piece ended in CR: a LF starting the next one belongs to it
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, data: bytes) -> list[SseEvent]:
+        text = self._decoder.decode(data)
+        if self._cr and text.startswith("\n"):
+            text = text[1:]
+        self._cr = text.endswith("\r")
+        *lines, self._buffer = _LINE_END.split(self._buffer + text)  # not str.splitlines:
+        events: list[SseEvent] = []  # only CR and LF end a line, never U+2028 in a JSON string
+        for line in lines:
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> SseEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value or None
+        return None
+
+    def _dispatch(self) -> SseEvent | None:
+        event, data = self._event, self._data
+        self._event, self._data = None, []
+        joined = "\n".join(data)
+        return SseEvent(event, joined) if joined else None  # no data: nothing to dispatch
