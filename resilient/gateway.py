@@ -1,12 +1,10 @@
-"""The Gateway: providers and their policies built once from config, capabilities on top."""
+"""The Gateway: providers built once from config, capabilities on top, and the call path
+(ledger, chain, parking, result). Its ops methods delegate to `resilient.ops`."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -16,6 +14,7 @@ from typing import Any, cast
 import httpx
 
 from resilient import http_capability as _http_capability  # registers the "http" facade
+from resilient import ops as live_ops
 from resilient import registry
 from resilient.chain import ChainOutcome, chain_plan
 from resilient.deferral import DeferrableOperation, DeferralBackend, create_backend
@@ -23,7 +22,6 @@ from resilient.errors import (
     AmbiguousOutcome,
     CallFailed,
     ChainExhausted,
-    ConfigError,
     DeadlineExceeded,
     FatalError,
     InvalidRequest,
@@ -39,22 +37,17 @@ from resilient.ledger import (
     MemoryLedger,
     RedisLedger,
 )
-from resilient.ops import OpsLoop
-from resilient.overrides import OverrideState, ProviderOverride
+from resilient.overrides import OverrideState
 from resilient.pipeline import Operation
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Result, Status
 from resilient.runtime import ProviderRuntime
-from resilient.secrets import redact
 from resilient.settings import GatewaySettings, ProviderSettings
 from resilient.shared_breaker import SharedBreakerStorage
 from resilient.telemetry import CallFinished, EventBus, log_event
 from resilient.transport import AsyncResilientTransport, ResilientTransport
-from resilient.units import parse_rate
 
 del _http_capability
-
-logger = logging.getLogger("resilient")
 
 
 class Gateway:
@@ -101,7 +94,7 @@ class Gateway:
             self._deferral = create_backend(self)  # the embedded one replays while we are open
         self.overrides = OverrideState()
         self._next_lapse = float("inf")
-        self._ops = OpsLoop(self) if ops else None
+        self._ops = live_ops.OpsLoop(self) if ops else None
 
     def _runtime(self, settings: ProviderSettings) -> ProviderRuntime:
         shared = self._shared
@@ -114,50 +107,6 @@ class Gateway:
             breaker_storage=SharedBreakerStorage(shared, settings.name) if shared else None,
             shared_redis=shared,
         )
-
-    def reload(self, settings: GatewaySettings) -> list[str]:
-        """Swap in a new config at once. Providers whose settings changed (or are new) are
-        rebuilt and start afresh; the others keep their breaker, limiter and clients. Returns
-        the rebuilt names. Where state lives (Redis, spool, encryption key) needs a restart."""
-        current = self.settings
-        if (settings.redis_url, settings.spool_path, settings.encryption_key) != (
-            current.redis_url,
-            current.spool_path,
-            current.encryption_key,
-        ):
-            raise ConfigError(
-                settings.source,
-                "gateway",
-                "redis_url, spool_path and encryption_key change only with a restart",
-            )
-        kept = {
-            n: rt for n, rt in self._providers.items() if settings.providers.get(n) == rt.settings
-        }
-        providers = {
-            name: kept.get(name) or self._runtime(ps) for name, ps in settings.providers.items()
-        }
-        with self._lock:
-            retired = [rt for n, rt in self._providers.items() if kept.get(n) is not rt]
-            self._providers = providers
-            self.settings = settings
-            self._facades.clear()
-            self._sync_facades.clear()
-            self.apply_overrides(self.overrides)  # rebuilds the chains on the new config
-        for rt in retired:
-            rt.close()
-        return sorted(set(providers) - set(kept))
-
-    def reload_on_sighup(self) -> None:
-        """Reload the config file on SIGHUP too (opt-in: call it from the main thread)."""
-        ops = self._ops
-        if ops is None:
-            raise ResilientError("reloading needs the ops loop (a gateway built with ops=True)")
-        signal.signal(signal.SIGHUP, lambda *_: ops.reload_config(force=True))
-
-    @property
-    def reload_error(self) -> str | None:
-        """Why the last config reload failed (the last good config is still in force)."""
-        return self._ops.reload_error if self._ops is not None else None
 
     def _shared_redis(self) -> Any:
         """The Redis client breakers share state through, when the config names one."""
@@ -229,71 +178,6 @@ class Gateway:
                 f"no capability {capability!r} in {self.settings.source}; "
                 f"configured: {', '.join(self._chains) or 'none'}"
             ) from None
-
-    def apply_overrides(self, state: OverrideState) -> None:
-        """Make ops' live overrides take effect (the ops loop calls this; any thread may)."""
-        now = time.time()
-        for name, rt in self._providers.items():
-            override = state.providers.get(name, ProviderOverride())
-            enabled = override.enabled_now(now)
-            rt.enabled = rt.settings.enabled if enabled is None else enabled
-            rt.breaker.hold(override.breaker)
-            rate = (
-                parse_rate(override.rate_limit) if override.rate_limit else rt.settings.rate_limit
-            )
-            if rt.limiter.rate != rate:
-                rt.limiter = rt.make_limiter(rate)
-        chains = {}
-        for capability, configured in self.settings.capabilities.items():
-            names = state.chains.get(capability)
-            if names is not None and not self.chain_fits(capability, names):
-                logger.warning("ops: ignoring chain override %s for %s", names, capability)
-                names = None
-            chains[capability] = tuple(self._providers[n] for n in names or configured.chain)
-        self._chains = chains
-        if state.version != self.overrides.version:
-            for change in state.log[len(self.overrides.log) :][-20:]:
-                logger.info("ops: %s", redact(json.dumps(change, sort_keys=True)))
-        self.overrides = state
-        self._next_lapse = min(
-            (o.until for o in state.providers.values() if o.until is not None and o.until > now),
-            default=float("inf"),
-        )
-
-    def overrides_lapse(self) -> bool:
-        """Whether a time-limited override has run out since the overrides were applied."""
-        return time.time() >= self._next_lapse
-
-    def chain_fits(self, capability: str, names: Sequence[str]) -> bool:
-        """A chain override may only name known providers whose kind serves the capability."""
-        if not names or len(set(names)) != len(names):
-            return False
-        wanted = self._capability_kind(capability)
-        return all(
-            n in self._providers
-            and registry.get(self._providers[n].settings.kind).capability in (wanted, "http")
-            for n in names
-        )
-
-    def status(self) -> dict[str, Any]:
-        """Every provider, chain and the deferral queue now, as plain JSON-ready data."""
-        queue: dict[str, Any] | None = None
-        if self._deferral is not None:
-            store = getattr(self._deferral, "store", None)
-            if store is not None:
-                try:
-                    queue = dict(store.stats())
-                except Exception as exc:  # the status of a broken store is that it is broken
-                    queue = {"error": type(exc).__name__}
-        return {
-            "source": self.settings.source,
-            "at": time.time(),
-            "providers": {name: rt.status() for name, rt in self._providers.items()},
-            "capabilities": {
-                name: {"chain": [rt.name for rt in chain]} for name, chain in self._chains.items()
-            },
-            "queue": queue,
-        }
 
     @property
     def deferral(self) -> DeferralBackend:
@@ -459,6 +343,39 @@ class Gateway:
         else:
             error, text = ChainExhausted, "no provider could serve the call"
         raise error(f"{capability}: {text}", end.attempts, end.response) from end.error
+
+    # -- ops: live overrides, config reload, status (their bodies are in resilient.ops) -----
+
+    def apply_overrides(self, state: OverrideState) -> None:
+        """Make ops' live overrides take effect (the ops loop calls this; any thread may)."""
+        live_ops.apply_overrides(self, state)
+
+    def overrides_lapse(self) -> bool:
+        """Whether a time-limited override has run out since the overrides were applied."""
+        return live_ops.overrides_lapse(self)
+
+    def chain_fits(self, capability: str, names: Sequence[str]) -> bool:
+        """A chain override may only name known providers whose kind serves the capability."""
+        return live_ops.chain_fits(self, capability, names)
+
+    def status(self) -> dict[str, Any]:
+        """Every provider, chain and the deferral queue now, as plain JSON-ready data."""
+        return live_ops.status(self)
+
+    def reload(self, settings: GatewaySettings) -> list[str]:
+        """Swap in a new config at once. Providers whose settings changed (or are new) are
+        rebuilt and start afresh; the others keep their breaker, limiter and clients. Returns
+        the rebuilt names. Where state lives (Redis, spool, encryption key) needs a restart."""
+        return live_ops.reload(self, settings)
+
+    def reload_on_sighup(self) -> None:
+        """Reload the config file on SIGHUP too (opt-in: call it from the main thread)."""
+        live_ops.reload_on_sighup(self)
+
+    @property
+    def reload_error(self) -> str | None:
+        """Why the last config reload failed (the last good config is still in force)."""
+        return self._ops.reload_error if self._ops is not None else None
 
     # -- SDK transports ---------------------------------------------------------------------
 

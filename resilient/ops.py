@@ -1,9 +1,12 @@
-"""The gateway's ops loop: once a second it applies live overrides and publishes its status.
+"""Operating a running gateway: live overrides, config reloads and status, without a deploy.
 
-Overrides come from the override store (Redis, or the local file). Status goes to a status
-board (Redis keys that expire, or one file per process beside the overrides file), where
-`resilient status` reads every running process's view. If Redis is unreachable the loop keeps
-the last overrides it applied and tries again next tick: serving never waits on it.
+The ops loop, once a second, reloads a changed config file, applies the overrides if they
+changed and publishes the gateway's status. Overrides come from the override store (Redis, or
+the local file). Status goes to a status board (Redis keys that expire, or one file per process
+beside the overrides file), where `resilient status` reads every running process's view. If
+Redis is unreachable the loop keeps the last overrides it applied and tries again next tick:
+serving never waits on it. The functions at the end are the bodies of the gateway's ops methods
+(`gw.apply_overrides`, `gw.reload`, `gw.status`, ...): they work on that gateway's state.
 """
 
 from __future__ import annotations
@@ -11,17 +14,29 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from resilient.errors import ResilientError
-from resilient.overrides import FileOverrideStore, OverrideStore, RedisOverrideStore
+from resilient import registry
+from resilient.errors import ConfigError, ResilientError
+from resilient.overrides import (
+    FileOverrideStore,
+    OverrideState,
+    OverrideStore,
+    ProviderOverride,
+    RedisOverrideStore,
+)
+from resilient.secrets import redact
+from resilient.units import parse_rate
 
 if TYPE_CHECKING:
     from resilient.gateway import Gateway
+    from resilient.settings import GatewaySettings
 
 TICK = 1.0  # seconds: a change is live in every process within about this long
 STATUS_TTL = 10.0  # seconds a published status counts as current
@@ -168,3 +183,110 @@ class OpsLoop:
             self.board.withdraw()
         except Exception as exc:
             logger.debug("ops loop: could not withdraw status: %s", exc)
+
+
+# -- the bodies of the gateway's ops methods ---------------------------------------------------
+
+
+def apply_overrides(gateway: Gateway, state: OverrideState) -> None:
+    """Each provider's enabled flag, breaker hold and rate limit, then every chain, as `state`
+    says (as configured where it says nothing); a chain override that does not fit is ignored."""
+    now = time.time()
+    for name, rt in gateway._providers.items():
+        override = state.providers.get(name, ProviderOverride())
+        enabled = override.enabled_now(now)
+        rt.enabled = rt.settings.enabled if enabled is None else enabled
+        rt.breaker.hold(override.breaker)
+        rate = parse_rate(override.rate_limit) if override.rate_limit else rt.settings.rate_limit
+        if rt.limiter.rate != rate:
+            rt.limiter = rt.make_limiter(rate)
+    chains = {}
+    for capability, configured in gateway.settings.capabilities.items():
+        names = state.chains.get(capability)
+        if names is not None and not chain_fits(gateway, capability, names):
+            logger.warning("ops: ignoring chain override %s for %s", names, capability)
+            names = None
+        chains[capability] = tuple(gateway._providers[n] for n in names or configured.chain)
+    gateway._chains = chains
+    if state.version != gateway.overrides.version:
+        for change in state.log[len(gateway.overrides.log) :][-20:]:
+            logger.info("ops: %s", redact(json.dumps(change, sort_keys=True)))
+    gateway.overrides = state
+    gateway._next_lapse = min(
+        (o.until for o in state.providers.values() if o.until is not None and o.until > now),
+        default=float("inf"),
+    )
+
+
+def overrides_lapse(gateway: Gateway) -> bool:
+    return time.time() >= gateway._next_lapse
+
+
+def chain_fits(gateway: Gateway, capability: str, names: Sequence[str]) -> bool:
+    if not names or len(set(names)) != len(names):
+        return False
+    wanted = gateway._capability_kind(capability)
+    return all(
+        n in gateway._providers
+        and registry.get(gateway._providers[n].settings.kind).capability in (wanted, "http")
+        for n in names
+    )
+
+
+def reload(gateway: Gateway, settings: GatewaySettings) -> list[str]:
+    """Keep the runtimes whose settings are unchanged, build the others, swap them in under the
+    gateway's lock with the overrides re-applied, then close the retired ones."""
+    current = gateway.settings
+    if (settings.redis_url, settings.spool_path, settings.encryption_key) != (
+        current.redis_url,
+        current.spool_path,
+        current.encryption_key,
+    ):
+        raise ConfigError(
+            settings.source,
+            "gateway",
+            "redis_url, spool_path and encryption_key change only with a restart",
+        )
+    kept = {
+        n: rt for n, rt in gateway._providers.items() if settings.providers.get(n) == rt.settings
+    }
+    providers = {
+        name: kept.get(name) or gateway._runtime(ps) for name, ps in settings.providers.items()
+    }
+    with gateway._lock:
+        retired = [rt for n, rt in gateway._providers.items() if kept.get(n) is not rt]
+        gateway._providers = providers
+        gateway.settings = settings
+        gateway._facades.clear()
+        gateway._sync_facades.clear()
+        apply_overrides(gateway, gateway.overrides)  # rebuilds the chains on the new config
+    for rt in retired:
+        rt.close()
+    return sorted(set(providers) - set(kept))
+
+
+def reload_on_sighup(gateway: Gateway) -> None:
+    loop = gateway._ops
+    if loop is None:
+        raise ResilientError("reloading needs the ops loop (a gateway built with ops=True)")
+    signal.signal(signal.SIGHUP, lambda *_: loop.reload_config(force=True))
+
+
+def status(gateway: Gateway) -> dict[str, Any]:
+    queue: dict[str, Any] | None = None
+    if gateway._deferral is not None:
+        store = getattr(gateway._deferral, "store", None)
+        if store is not None:
+            try:
+                queue = dict(store.stats())
+            except Exception as exc:  # the status of a broken store is that it is broken
+                queue = {"error": type(exc).__name__}
+    return {
+        "source": gateway.settings.source,
+        "at": time.time(),
+        "providers": {name: rt.status() for name, rt in gateway._providers.items()},
+        "capabilities": {
+            name: {"chain": [rt.name for rt in chain]} for name, chain in gateway._chains.items()
+        },
+        "queue": queue,
+    }
