@@ -113,13 +113,31 @@ class HttpOperation:
     def _request(
         self, client: httpx.Client | httpx.AsyncClient, rt: ProviderRuntime, timeout: float
     ) -> httpx.Request:
-        request = client.build_request(
-            self.method, self.url, timeout=rt.attempt_timeout(timeout), **self.kwargs
-        )
         key = rt.settings.api_key
-        if key and "authorization" not in request.headers:
-            request.headers["Authorization"] = f"Bearer {key.reveal()}"
-        return request
+        base = str(client.base_url)  # "http://h" for an empty path, else ending in "/"
+        if base and not base.endswith("/"):
+            base += "/"
+        if not base or "://" in self.url or not set(self.kwargs) <= _PARKABLE_ARGUMENTS:
+            request = client.build_request(
+                self.method, self.url, timeout=rt.attempt_timeout(timeout), **self.kwargs
+            )
+            if key and "authorization" not in request.headers:
+                request.headers["Authorization"] = f"Bearer {key.reveal()}"
+            return request
+        # What build_request makes of a relative URL and these arguments, for about half the
+        # CPU: the base URL joined as a string, the client's defaults merged as a list.
+        given = httpx.Headers(self.kwargs.get("headers"))
+        headers = [(k, v) for k, v in client.headers.multi_items() if k not in given]
+        headers += given.multi_items()
+        if key and "authorization" not in given:
+            headers.append(("Authorization", f"Bearer {key.reveal()}"))
+        return httpx.Request(
+            self.method,
+            base + self.url.lstrip("/"),
+            headers=headers,
+            extensions={"timeout": rt.attempt_timeout(timeout).as_dict()},
+            **{k: v for k, v in self.kwargs.items() if k != "headers"},
+        )
 
     def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
         client = provider.client

@@ -243,3 +243,38 @@ def test_an_unknown_async_client_is_a_config_error_naming_the_key() -> None:
     problem = error({"gateway": {"async_client": "requests"}})
     assert "test.toml" in str(problem) and "gateway.async_client" in str(problem)
     assert "aiohttp" in str(problem)
+
+
+# -- gw.http builds what httpx's build_request would ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"json": {"n": 1, "é": "ü"}},
+        {"params": {"q": "a b", "n": 2}, "headers": {"User-Agent": "mine/1", "X-A": "1"}},
+        {"content": b"raw", "headers": [("X-Dup", "1"), ("X-Dup", "2")]},
+        {"data": {"field": "v"}, "headers": {"Authorization": "Bearer caller-own-Zk4"}},
+    ],
+)
+@pytest.mark.parametrize("base_url", ["https://api.example.test/base", "http://bare-host"])
+def test_the_direct_request_is_the_one_build_request_makes(
+    kwargs: dict[str, Any], base_url: str
+) -> None:
+    from resilient.http_capability import HttpOperation
+
+    settings = provider("p", base_url, api_key=Secret(KEY))
+    with Gateway(GatewaySettings(providers={"p": settings})) as gw:
+        rt = gw.provider("p")
+        op = HttpOperation("POST", "/v1/items?x=1", dict(kwargs))
+        built = op._request(rt.client, rt, 1.0)
+        expected = rt.client.build_request(
+            "POST", "/v1/items?x=1", timeout=rt.attempt_timeout(1.0), **kwargs
+        )
+        if "authorization" not in expected.headers:
+            expected.headers["Authorization"] = f"Bearer {KEY}"
+    assert built.url == expected.url
+    assert sorted(built.headers.multi_items()) == sorted(expected.headers.multi_items())
+    assert built.read() == expected.read()
+    assert built.extensions["timeout"] == expected.extensions["timeout"]
