@@ -6,6 +6,8 @@ simulator: no keys, no network.
 The providers go down one by one: each chat is answered by the next of the chain, in its own
 model, with its own usage. When all three are down, a chat marked cacheable is still answered,
 from the degraded-mode cache, and the result says the answer is stale and how old it is.
+Then all three are back, and a streamed answer is cut on openai after a few words: it starts
+over on anthropic, whose first chunk says `restarted` (the caller drops the partial answer).
 """
 
 from __future__ import annotations
@@ -86,6 +88,26 @@ async def main() -> None:
                 f"chat    cacheable: stale answer from the cache ({stale.stale_age:.1f}s old, "
                 f"first given by {stale.provider}): {stale.value.text!r}"
             )
+
+            sim.clear_faults()
+            sim.inject(Fault.cut_stream(after=4), prefix="/openai", times=1)
+            print("-- all back up; openai's stream is cut after its third word")
+            await print_stream(gw)
+
+
+async def print_stream(gw: Gateway) -> None:
+    """Prints a stream chunk by chunk, as a caller would show it: a restarted chunk drops the
+    text shown so far."""
+    stream = gw.llm.stream(ASK, model="fast")
+    async for chunk in stream:
+        if chunk.restarted:
+            print(f"stream  cut: started over on {chunk.provider}, the partial answer dropped")
+        if chunk.text:
+            print(f"stream  {chunk.provider}: {chunk.text!r}")
+        if chunk.finish_reason is not None:
+            print(f"stream  finished ({chunk.finish_reason}) by {chunk.model}, usage {chunk.usage}")
+    assert stream.answer is not None
+    print(f"stream  answer {stream.answer.text!r} after {stream.restarts} restart")
 
 
 if __name__ == "__main__":

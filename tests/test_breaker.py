@@ -228,6 +228,43 @@ def test_stale_probe_release_does_not_free_a_new_slot() -> None:
     assert breaker.admit() is None
 
 
+def test_a_failure_after_a_healthy_record_counts_toward_the_ratio() -> None:
+    """Streams that each start well (a success) and are then cut (record_failure): each cut
+    turns its start into a failure, so half of four calls failing opens the breaker, which the
+    successes alone never would, and no call is counted twice."""
+    breaker = make()
+    feed(breaker, [True, True, True])
+    breaker.record_failure(100.0)
+    assert breaker.state == CLOSED
+    assert breaker.failure_rate(100.0) == (3, pytest.approx(1 / 3))
+    feed(breaker, [True])
+    breaker.record_failure(100.0)  # 2 of 4 failed
+    assert breaker.state == OPEN
+    assert breaker.admit() is None
+
+
+def test_record_failure_counts_only_while_closed() -> None:
+    """Open, half-open or held, a late failure changes nothing: no longer open period, no
+    probe slot taken, no count behind a held breaker."""
+    clock = FakeClock()
+    breaker = make(clock)
+    trip(breaker)
+    breaker.record_failure(100.0)
+    assert breaker.open_for == 10.0  # not tripped again
+    clock.now += 11
+    breaker.record_failure(100.0)
+    assert breaker.state == HALF_OPEN
+    probe = breaker.admit()
+    assert probe is not None and probe[0] is Permit.PROBE
+    breaker.force(CLOSED)
+    breaker.hold(CLOSED)
+    for _ in range(5):
+        breaker.record_failure(100.0)
+    breaker.hold(None)
+    assert breaker.state == CLOSED
+    assert breaker.failure_rate(100.0) == (0, 0.0)
+
+
 def test_force_open_and_closed() -> None:
     """Ops can open or close the breaker whatever the window says."""
     breaker = make()

@@ -26,7 +26,7 @@ def test_capabilities_example_fails_over_dedupes_and_replays() -> None:
     assert "post    deferred" in out and "replayed after recovery: 1 status created" in out
 
 
-def test_llm_example_fails_over_across_three_providers_then_serves_stale() -> None:
+def test_llm_example_fails_over_serves_stale_and_restarts_a_cut_stream() -> None:
     run = subprocess.run(
         [sys.executable, str(EXAMPLES / "llm.py")],
         capture_output=True,
@@ -41,3 +41,12 @@ def test_llm_example_fails_over_across_three_providers_then_serves_stale() -> No
     assert "answered by gemini (gemini-2.0-flash)" in out  # and then anthropic
     assert "not cacheable: ChainExhausted" in out  # all three down
     assert "stale answer from the cache" in out and "first given by gemini" in out
+    streamed = [line for line in out.splitlines() if line.startswith("stream  ")]
+    assert streamed[:4] == [  # three words from openai, then the cut and the restart
+        "stream  openai: 'echo:'",
+        "stream  openai: ' When'",
+        "stream  openai: ' do'",
+        "stream  cut: started over on anthropic, the partial answer dropped",
+    ]
+    assert all(line.startswith("stream  anthropic: ") for line in streamed[4:-2])
+    assert streamed[-1] == "stream  answer 'echo: When do you open on Sundays?' after 1 restart"

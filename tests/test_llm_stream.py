@@ -240,6 +240,33 @@ async def test_a_cut_restarts_on_the_next_provider(
     assert stream.attempts[1].reason.startswith("cut (")
 
 
+async def test_repeated_cuts_open_the_breaker_and_later_streams_skip_the_provider(
+    simulator: Simulator, llms: tuple[OpenAIState, AnthropicState], mode: str
+) -> None:
+    """Each cut stream started well (a success for openai's breaker) and was then cut, which
+    turns that success into a failure: two of them reach min_calls 2 at ratio 1, so the third
+    stream goes straight to anthropic, with no request to openai and nothing to restart."""
+    cut = simulator.inject(Fault.cut_stream(after=3), prefix="/openai")
+    breaker = {"min_calls": 2, "failure_ratio": 0.6, "open_for": "30s", "open_for_max": "30s"}
+    gw = gateway(simulator, openai={"breaker": breaker})
+    try:
+        for _ in range(2):
+            chunks, stream = await collect(gw, mode)
+            assert stream.restarts == 1 and answer(chunks) == "echo: Say hello"
+        state = gw.provider("openai").breaker.state
+        chunks, stream = await collect(gw, mode)
+    finally:
+        await gw.aclose()
+    assert state == "open"
+    assert cut.hits == 2  # the third stream never reached openai
+    assert {c.provider for c in chunks} == {"anthropic"}
+    assert not any(c.restarted for c in chunks)
+    assert [(a.provider, a.reason) for a in stream.attempts] == [
+        ("openai", "breaker open"),
+        ("anthropic", "200"),
+    ]
+
+
 async def test_a_cut_with_restart_off_is_a_clear_error(
     simulator: Simulator, llms: tuple[OpenAIState, AnthropicState], mode: str
 ) -> None:

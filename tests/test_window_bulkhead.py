@@ -19,6 +19,18 @@ def test_counts_calls_and_failures() -> None:
     assert window.counts(101.0) == (3, 2)
 
 
+def test_amend_turns_the_latest_success_into_a_failure() -> None:
+    """A call recorded healthy that failed later is one failed call, not two calls; with no
+    success left in the window, it is counted as a failed call of its own."""
+    window = SlidingWindow(10.0, buckets=10)
+    window.add(100.0, failed=False)
+    window.add(103.0, failed=True)
+    window.amend(104.0)  # the success is three buckets back
+    assert window.counts(104.0) == (2, 2)
+    window.amend(104.0)  # nothing left to amend
+    assert window.counts(104.0) == (3, 3)
+
+
 def test_counts_expire_after_the_span() -> None:
     """An event is counted for at least span - span/buckets seconds and gone after span."""
     window = SlidingWindow(10.0, buckets=10)

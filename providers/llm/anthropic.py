@@ -21,9 +21,8 @@ event (`overloaded_error`, ...) ends the stream unfinished, and unknown events a
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 
@@ -39,10 +38,12 @@ from providers.llm.models import (
 )
 from providers.llm.streaming import (
     ChatChunk,
-    MalformedEvent,
+    DecoderBase,
     SseEvent,
-    StreamError,
     StreamOptions,
+    event_json,
+    malformed,
+    stream_error,
 )
 from resilient import registry
 from resilient.policy.classify import Verdict
@@ -131,44 +132,24 @@ class AnthropicAdapter:
         return default
 
 
-class AnthropicStreamDecoder:
+class AnthropicStreamDecoder(DecoderBase):
     """One streamed message: text deltas as they come, each tool_use block given complete (its
     input's JSON pieces joined) when the block stops; usage from message_start and
     message_delta (cumulative counts: the latest wins)."""
 
     def __init__(self, provider: str, model: str) -> None:
-        self._provider = provider
-        self._model = model
-        self._text: list[str] = []
+        super().__init__(provider, model)
         self._tools: dict[int, dict[str, Any]] = {}  # block index -> id, name, input pieces
-        self._calls: list[ToolCall] = []
-        self._stop: FinishReason | None = None
-        self._usage = Usage(0, 0)
-        self._done = False
-
-    @property
-    def finished(self) -> bool:
-        return self._done
-
-    @property
-    def finish_reason(self) -> FinishReason | None:
-        return self._stop
 
     def feed(self, event: SseEvent) -> list[ChatChunk]:
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            _malformed(event)
-        if not isinstance(data, dict):
-            _malformed(event)
+        data = event_json(event, _EVENT)
         kind = data.get("type") or event.event
         if kind == "error":
-            error = data.get("error")
-            raise StreamError(str(error.get("type") if isinstance(error, dict) else "error"))
+            raise stream_error(data.get("error"), "type")
         try:
             return self._read(kind, data)
         except (KeyError, TypeError, AttributeError, ValueError):
-            _malformed(event)
+            raise malformed(event, _EVENT) from None
 
     def _read(self, kind: Any, data: dict[str, Any]) -> list[ChatChunk]:
         if kind == "message_start":
@@ -204,41 +185,22 @@ class AnthropicStreamDecoder:
         elif kind == "message_delta":
             stop = (data.get("delta") or {}).get("stop_reason")
             if stop:
-                self._stop = _STOP.get(str(stop), "tool_calls" if self._calls else "stop")
+                self._finish = _STOP.get(str(stop), "tool_calls" if self._calls else "stop")
             self._count(data.get("usage") or {})
         elif kind == "message_stop":
             self._done = True
         return []  # ping, and event types added after this was written
 
-    def _said(self, text: str) -> list[ChatChunk]:
-        self._text.append(text)
-        return [self._chunk(text=text)]
-
-    def _chunk(self, **fields: Any) -> ChatChunk:
-        return ChatChunk(provider=self._provider, model=self._model, **fields)
-
     def _count(self, usage: Mapping[str, Any]) -> None:
+        counted = self._usage or Usage(0, 0)
         if any(key in usage for key in _INPUT_KEYS):
-            self._usage = Usage(_input_tokens(usage), self._usage.output_tokens)
+            counted = Usage(_input_tokens(usage), counted.output_tokens)
         if "output_tokens" in usage:
-            self._usage = Usage(self._usage.input_tokens, int(usage["output_tokens"] or 0))
-
-    def final(self) -> ChatResponse:
-        calls = self._calls
-        return ChatResponse(
-            text="".join(self._text),
-            tool_calls=list(calls),
-            finish_reason=self._stop or ("tool_calls" if calls else "stop"),
-            usage=self._usage,
-            provider=self._provider,
-            model=self._model,
-        )
+            counted = Usage(counted.input_tokens, int(usage["output_tokens"] or 0))
+        self._usage = counted
 
 
-def _malformed(event: SseEvent) -> NoReturn:
-    raise MalformedEvent(f"not a Messages stream event: {event.data[:80]!r}")
-
-
+_EVENT = "a Messages stream event"
 _INPUT_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 

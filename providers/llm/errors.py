@@ -1,4 +1,6 @@
-"""The chat errors of their own: a prompt a provider refuses on content policy.
+"""The chat errors of their own: a prompt a provider refuses on content policy, or one too long
+for its model (ContextLengthExceeded, from providers.llm.models); chats and streams read a
+refusal alike through `refused()`.
 
 A content-policy rejection is final (another attempt, or another provider, is asked nothing: the
 prompt itself is the problem) and the caller sees the provider's own reason. Adapters mark such
@@ -22,7 +24,15 @@ from resilient.errors import FatalError
 CONTENT_FILTER = "content_filter"
 CONTENT_CODES = frozenset({CONTENT_FILTER, "content_policy_violation"})
 
-__all__ = ["CONTENT_CODES", "CONTENT_FILTER", "ContentRejected", "ContextLengthExceeded"]
+__all__ = [
+    "CONTENT_CODES",
+    "CONTENT_FILTER",
+    "ContentRejected",
+    "ContextLengthExceeded",
+    "refused",
+    "rejected",
+    "too_long",
+]
 
 
 class ContentRejected(FatalError):
@@ -57,3 +67,23 @@ def rejected(capability: str, error: FatalError) -> ContentRejected | None:
         error,
         reason,
     )
+
+
+def too_long(capability: str, error: FatalError) -> ContextLengthExceeded | None:
+    """ContextLengthExceeded when the last attempt said the prompt does not fit its model
+    (adapters put `context_length_exceeded` in its reason), else None."""
+    last = error.attempts[-1] if error.attempts else None
+    if last is None or "context_length_exceeded" not in last.reason:
+        return None
+    return ContextLengthExceeded(
+        f"{capability}: the prompt is longer than {last.provider}'s model accepts "
+        "(context_length_exceeded); not retried on the same model",
+        error.attempts,
+        error.response,
+    )
+
+
+def refused(capability: str, error: FatalError) -> FatalError | None:
+    """The clearer error for a prompt a provider refused (ContentRejected, or
+    ContextLengthExceeded); None when `error` is some other final failure."""
+    return rejected(capability, error) or too_long(capability, error)

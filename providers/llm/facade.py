@@ -15,16 +15,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from providers.llm import routing
-from providers.llm.errors import rejected
-from providers.llm.models import ChatRequest, ChatResponse, ContextLengthExceeded
+from providers.llm.models import ChatRequest, ChatResponse
 from providers.llm.streaming import (
+    ChatCall,
     ChatStream,
     StreamRun,
     StreamStats,
     SyncChatStream,
     stream_stats,
 )
-from resilient.errors import FatalError, ResilientError
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
 from resilient.registry import FacadeKinds, register_facade
@@ -45,26 +44,15 @@ class ChatAdapter(Protocol):
     def verdict(self, response: httpx.Response, default: Verdict) -> Verdict: ...
 
 
-class ChatOperation:
+class ChatOperation(ChatCall):
     """One chat, answered by whichever provider of the chain can."""
 
-    ledger = False  # nothing to deduplicate: a repeated chat is just another answer
-    failover_when_ambiguous = True  # nothing can happen twice: a silent provider is left at once
-    credential: str | None = None
-
     def __init__(self, chat: ChatRequest) -> None:
-        self.chat = chat
+        super().__init__(chat)
         self.answer: ChatResponse | None = None  # parsed from the answer that was accepted
 
-    def idempotent_on(self, provider: ProviderRuntime) -> bool:
-        return True
-
     def _adapter(self, provider: ProviderRuntime) -> ChatAdapter:
-        adapter: ChatAdapter | None = provider.adapter
-        if adapter is None or not hasattr(adapter, "parse"):
-            raise ResilientError(
-                f"provider {provider.name!r} (kind {provider.settings.kind!r}) cannot chat"
-            )
+        adapter: ChatAdapter = self.adapter(provider, "parse", "chat")
         return adapter
 
     def _request(self, provider: ProviderRuntime, timeout: float) -> httpx.Request:
@@ -99,25 +87,20 @@ def _answered(op: ChatOperation, result: Result[httpx.Response]) -> Result[ChatR
     return Result(result.status, result.provider, result.attempts, op.answer)
 
 
-def _too_long(capability: str, error: FatalError) -> FatalError:
-    """A clearer error when a provider said the prompt does not fit its model."""
-    last = error.attempts[-1] if error.attempts else None
-    if last is None or "context_length_exceeded" not in last.reason:
-        return error
-    return ContextLengthExceeded(
-        f"{capability}: the prompt is longer than {last.provider}'s model accepts "
-        "(context_length_exceeded); not retried on the same model",
-        error.attempts,
-        error.response,
-    )
-
-
-class LlmFacade:
-    """`gw.llm`."""
+class _Facade:
+    """What `gw.llm` and `gw.sync.llm` share: the capability, and the gateway's stream counts."""
 
     def __init__(self, gateway: Gateway, capability: str) -> None:
         self._gateway = gateway
         self.capability = capability
+
+    @property
+    def stream_stats(self) -> StreamStats:
+        return stream_stats(self._gateway)
+
+
+class LlmFacade(_Facade):
+    """`gw.llm`."""
 
     async def chat(
         self,
@@ -140,10 +123,7 @@ class LlmFacade:
 
     async def _ask(self, chat: ChatRequest, deadline: float | None) -> Result[ChatResponse]:
         op = ChatOperation(chat)
-        try:
-            result = await self._gateway.acall(self.capability, op, defer=False, deadline=deadline)
-        except FatalError as error:
-            raise _too_long(self.capability, error) from error
+        result = await self._gateway.acall(self.capability, op, defer=False, deadline=deadline)
         return _answered(op, result)
 
     def stream(
@@ -163,17 +143,9 @@ class LlmFacade:
         )
         return ChatStream(run(deadline, restart))
 
-    @property
-    def stream_stats(self) -> StreamStats:
-        return stream_stats(self._gateway)
 
-
-class SyncLlmFacade:
+class SyncLlmFacade(_Facade):
     """`gw.sync.llm`."""
-
-    def __init__(self, gateway: Gateway, capability: str) -> None:
-        self._gateway = gateway
-        self.capability = capability
 
     def chat(
         self,
@@ -191,10 +163,7 @@ class SyncLlmFacade:
 
     def _ask(self, chat: ChatRequest, deadline: float | None) -> Result[ChatResponse]:
         op = ChatOperation(chat)
-        try:
-            result = self._gateway.call(self.capability, op, defer=False, deadline=deadline)
-        except FatalError as error:
-            raise _too_long(self.capability, error) from error
+        result = self._gateway.call(self.capability, op, defer=False, deadline=deadline)
         return _answered(op, result)
 
     def stream(
@@ -213,10 +182,6 @@ class SyncLlmFacade:
             self._gateway, self.capability, messages, model, temperature, max_tokens, tools
         )
         return SyncChatStream(run(deadline, restart))
-
-    @property
-    def stream_stats(self) -> StreamStats:
-        return stream_stats(self._gateway)
 
 
 def _stream_run(
@@ -237,14 +202,7 @@ def _stream_run(
     `deadline` bounds each start, up to its first chunk. Streams are never parked.
     """
     chat = ChatRequest.of(messages, model, temperature, max_tokens, tools)
-    return functools.partial(
-        StreamRun, gateway, capability, chat, on_fatal=functools.partial(_refused, capability)
-    )
-
-
-def _refused(capability: str, error: FatalError) -> FatalError:
-    """A stream's start refused reads as a chat's: content policy, or a prompt too long."""
-    return rejected(capability, error) or _too_long(capability, error)
+    return functools.partial(StreamRun, gateway, capability, chat)
 
 
 register_facade(CAPABILITY_KIND, FacadeKinds(LlmFacade, SyncLlmFacade))

@@ -24,7 +24,6 @@ A stream has no end marker of its own: it is finished once a candidate has a fin
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -44,10 +43,12 @@ from providers.llm.models import (
 )
 from providers.llm.streaming import (
     ChatChunk,
-    MalformedEvent,
+    DecoderBase,
     SseEvent,
-    StreamError,
     StreamOptions,
+    event_json,
+    malformed,
+    stream_error,
 )
 from resilient import registry
 from resilient.policy.classify import Verdict
@@ -149,80 +150,54 @@ class GeminiAdapter:
         return GeminiDecoder(provider, model)
 
 
-class GeminiDecoder:
+class GeminiDecoder(DecoderBase):
     """One streamed answer: each event a GenerateContentResponse chunk whose text parts are
     deltas; the chunk whose candidate has a finishReason ends it (usage: the latest seen). An
     `error` object in the stream is Gemini saying the answer will not complete (StreamError)."""
 
-    def __init__(self, provider: str, model: str) -> None:
-        self._provider = provider
-        self._model = model
-        self._text: list[str] = []
-        self._calls: list[ToolCall] = []
-        self._finish_reason: FinishReason | None = None
-        self._usage: Usage | None = None
-
     @property
     def finished(self) -> bool:
-        return self._finish_reason is not None
-
-    @property
-    def finish_reason(self) -> FinishReason | None:
-        return self._finish_reason
+        return self._finish is not None  # Gemini sends no end marker of its own
 
     def feed(self, event: SseEvent) -> list[ChatChunk]:
         if self.finished or not event.data.strip():
             return []
-        try:
-            data = json.loads(event.data)
-        except ValueError as exc:
-            raise MalformedEvent(f"not JSON: {event.data[:80]!r}") from exc
-        if not isinstance(data, dict):
-            raise MalformedEvent(f"not a GenerateContentResponse: {event.data[:80]!r}")
+        data = event_json(event, _RESPONSE)
         if data.get("error"):
-            error = data["error"]
-            raise StreamError(str(error.get("status") if isinstance(error, dict) else "error"))
+            raise stream_error(data["error"], "status")
         self._model = str(data.get("modelVersion") or self._model)
         if data.get("usageMetadata"):
             self._usage = _usage(data["usageMetadata"])
         candidates = data.get("candidates")
         if not candidates:
             if (data.get("promptFeedback") or {}).get("blockReason"):
-                self._finish_reason = "content_filter"  # the prompt was blocked: nothing will come
-                return [self._chunk("", [])]
+                self._finish = "content_filter"  # the prompt was blocked: nothing will come
+                return [self._piece("", [])]
             return []
         try:
             candidate = candidates[0]
             text, calls = _parts(candidate)
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise MalformedEvent(f"unreadable candidate: {event.data[:80]!r}") from exc
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise malformed(event, "a readable candidate") from None
         self._text.append(text)
         self._calls.extend(calls)
         if candidate.get("finishReason"):
-            self._finish_reason = _finish(candidate["finishReason"], self._calls)
+            self._finish = _finish(candidate["finishReason"], self._calls)
         elif not text and not calls:
             return []
-        return [self._chunk(text, calls)]
+        return [self._piece(text, calls)]
 
-    def _chunk(self, text: str, calls: list[ToolCall]) -> ChatChunk:
-        return ChatChunk(
+    def _piece(self, text: str, calls: list[ToolCall]) -> ChatChunk:
+        """A chunk of the answer; the last one carries the finish and the usage."""
+        return self._chunk(
             text=text,
             tool_calls=tuple(calls),
-            finish_reason=self._finish_reason,
+            finish_reason=self._finish,
             usage=self._usage if self.finished else None,
-            provider=self._provider,
-            model=self._model,
         )
 
-    def final(self) -> ChatResponse:
-        return ChatResponse(
-            text="".join(self._text),
-            tool_calls=list(self._calls),
-            finish_reason=self._finish_reason or ("tool_calls" if self._calls else "stop"),
-            usage=self._usage or Usage(0, 0),
-            provider=self._provider,
-            model=self._model,
-        )
+
+_RESPONSE = "a GenerateContentResponse"
 
 
 def body(chat: ChatRequest) -> dict[str, Any]:

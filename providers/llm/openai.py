@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 
@@ -37,10 +37,12 @@ from providers.llm.models import (
 )
 from providers.llm.streaming import (
     ChatChunk,
-    MalformedEvent,
+    DecoderBase,
     SseEvent,
-    StreamError,
     StreamOptions,
+    event_json,
+    malformed,
+    stream_error,
 )
 from resilient import registry
 from resilient.policy.classify import Verdict
@@ -128,46 +130,25 @@ class OpenAIChatAdapter:
 STREAM: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
 
 
-class OpenAIStreamDecoder:
+class OpenAIStreamDecoder(DecoderBase):
     """One streamed completion (choice 0): text deltas as they come; each tool call assembled
     from its fragments and given complete once the choice finishes; usage from the last chunk."""
 
     def __init__(self, provider: str, model: str) -> None:
-        self._provider = provider
-        self._model = model
-        self._text: list[str] = []
+        super().__init__(provider, model)
         self._partial: dict[int, dict[str, Any]] = {}  # tool call index -> id, name, pieces
-        self._calls: list[ToolCall] = []
-        self._finish: FinishReason | None = None
-        self._usage: Usage | None = None
-        self._done = False
-
-    @property
-    def finished(self) -> bool:
-        return self._done
-
-    @property
-    def finish_reason(self) -> FinishReason | None:
-        return self._finish
 
     def feed(self, event: SseEvent) -> list[ChatChunk]:
         if event.data.strip() == "[DONE]":
             self._done = True
             return self._complete_calls()
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            _malformed(event)
-        if not isinstance(data, dict):
-            _malformed(event)
+        data = event_json(event, _CHUNK)
         if data.get("error"):
-            error = data["error"]
-            detail = error.get("code") or error.get("type") if isinstance(error, dict) else None
-            raise StreamError(str(detail or "error"))
+            raise stream_error(data["error"], "code", "type")
         try:
             return self._chunks(data)
         except (KeyError, TypeError, AttributeError, ValueError):
-            _malformed(event)
+            raise malformed(event, _CHUNK) from None
 
     def _chunks(self, data: dict[str, Any]) -> list[ChatChunk]:
         self._model = str(data.get("model") or self._model)
@@ -181,8 +162,7 @@ class OpenAIStreamDecoder:
             delta = choice.get("delta") or {}
             text = delta.get("content")
             if text:
-                self._text.append(str(text))
-                out.append(ChatChunk(str(text), provider=self._provider, model=self._model))
+                out.extend(self._said(str(text)))
             for piece in delta.get("tool_calls") or ():
                 self._assemble(piece)
             finish = choice.get("finish_reason")
@@ -210,22 +190,10 @@ class OpenAIStreamDecoder:
         if not calls:
             return []
         self._calls.extend(calls)
-        return [ChatChunk(tool_calls=tuple(calls), provider=self._provider, model=self._model)]
-
-    def final(self) -> ChatResponse:
-        calls = self._calls
-        return ChatResponse(
-            text="".join(self._text),
-            tool_calls=list(calls),
-            finish_reason=self._finish or ("tool_calls" if calls else "stop"),
-            usage=self._usage or Usage(0, 0),
-            provider=self._provider,
-            model=self._model,
-        )
+        return [self._chunk(tool_calls=tuple(calls))]
 
 
-def _malformed(event: SseEvent) -> NoReturn:
-    raise MalformedEvent(f"not a chat.completion.chunk: {event.data[:80]!r}")
+_CHUNK = "a chat.completion.chunk"
 
 
 def body(chat: ChatRequest, model: str) -> dict[str, Any]:

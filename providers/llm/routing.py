@@ -9,9 +9,9 @@
 - A cacheable chat (`cacheable=True`) that was answered is stored; one that no provider could
   answer (chain exhausted, deadline passed) is answered from the cache, stale, if it can be.
 
-The facade asks the chain (`ask`, one call of the gateway); the loops here decide what follows,
-in the same way for blocking and async calls. The deadline bounds the whole chat: a second ask
-gets what is left of it.
+The facade asks the chain (`ask`, one call of the gateway); what follows a failed ask is decided
+once, in plain code (`_Route.ask_again`), and the blocking and async loops only do the I/O. The
+deadline bounds the whole chat: a second ask gets what is left of it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from providers.llm.cache import AnswerCache, answer_cache
-from providers.llm.errors import rejected
+from providers.llm.cache import answer_cache
+from providers.llm.errors import refused
 from providers.llm.models import ChatRequest, ChatResponse, ContextLengthExceeded
-from resilient.errors import ChainExhausted, DeadlineExceeded, FatalError
+from resilient.errors import CallFailed, ChainExhausted, DeadlineExceeded, FatalError
 from resilient.result import Attempt, Result
 
 if TYPE_CHECKING:
@@ -49,17 +49,10 @@ def chat(
     while True:
         try:
             result = ask(route.request, route.remaining())
-        except ContextLengthExceeded as error:
-            route.larger(error)
-            continue
-        except FatalError as error:
-            rejection = rejected(capability, error)
-            if rejection is None:
-                raise
-            raise rejection from error
-        except _DOWN as error:
-            if cache is None:
-                raise
+        except CallFailed as error:
+            if route.ask_again(error, cache is not None):
+                continue
+            assert cache is not None
             return route.answered(cache.stale(request, error))
         if cache is not None:
             cache.store(request, result)
@@ -75,22 +68,15 @@ async def achat(
     cacheable: bool,
 ) -> Result[ChatResponse]:
     """`chat` on the running event loop."""
-    cache: AnswerCache | None = answer_cache(gateway, capability) if cacheable else None
+    cache = answer_cache(gateway, capability) if cacheable else None
     route = _Route(gateway, capability, request, deadline)
     while True:
         try:
             result = await ask(route.request, route.remaining())
-        except ContextLengthExceeded as error:
-            route.larger(error)
-            continue
-        except FatalError as error:
-            rejection = rejected(capability, error)
-            if rejection is None:
-                raise
-            raise rejection from error
-        except _DOWN as error:
-            if cache is None:
-                raise
+        except CallFailed as error:
+            if route.ask_again(error, cache is not None):
+                continue
+            assert cache is not None
             return route.answered(await cache.astale(request, error))
         if cache is not None:
             await cache.astore(request, result)
@@ -104,6 +90,7 @@ class _Route:
         self, gateway: Gateway, capability: str, request: ChatRequest, deadline: float | None
     ) -> None:
         self.request = request
+        self._capability = capability
         self._routes = gateway.settings.capabilities[capability].context_fallback
         self._tried = {request.model}
         self._earlier: tuple[Attempt, ...] = ()  # the attempts of the models it was too long for
@@ -114,14 +101,32 @@ class _Route:
             return None
         return max(0.0, self._until - time.monotonic())
 
-    def larger(self, error: ContextLengthExceeded) -> None:
-        """Move to the larger model configured for this one; none (or one tried): `error`."""
+    def ask_again(self, error: CallFailed, cacheable: bool) -> bool:
+        """What follows a failed ask, the same for blocking and async calls: True, ask again
+        (of the larger model configured for one the prompt was too long for); False, answer
+        from the cache (the chain is down); else the error is raised, a refusal as the
+        clearer ContextLengthExceeded or ContentRejected."""
+        if isinstance(error, FatalError):
+            refusal = refused(self._capability, error)
+            if isinstance(refusal, ContextLengthExceeded) and self._larger(refusal):
+                return True
+            if refusal is None:
+                raise error
+            raise refusal from error
+        if isinstance(error, _DOWN) and cacheable:
+            return False
+        raise error
+
+    def _larger(self, error: ContextLengthExceeded) -> bool:
+        """Move to the larger model configured for this one; False when there is none (or
+        only one already tried)."""
         larger = self._routes.get(self.request.model)
         if larger is None or larger in self._tried:
-            raise error
+            return False
         self._tried.add(larger)
         self._earlier += error.attempts
         self.request = dataclasses.replace(self.request, model=larger)
+        return True
 
     def answered(self, result: Result[ChatResponse]) -> Result[ChatResponse]:
         """`result` with the attempts of every model asked, in order."""

@@ -7,9 +7,9 @@ streams builds the streaming request and gives a fresh decoder per attempt; a de
 I/O. A stream starts as one call along the chain (`StreamOperation`): an attempt is the request,
 its status and the wait for the first chunk, so retries, breaker, limiter, Retry-After and
 fail-over apply as for a chat, and nothing reaches the caller before a chunk has. After that
-the stream is read outside the pipeline; when it is cut or stalls, it starts over (the
-original request, never the partial answer) on the providers after the one that failed, and
-the caller's next chunk says `restarted`.
+the stream is read outside the pipeline; when it is cut or stalls, the failure counts in that
+provider's breaker, and the answer starts over (the original request, never the partial
+answer) on the providers after it; the caller's next chunk says `restarted`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import socket
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from providers.llm.errors import refused
 from providers.llm.models import (
     ChatRequest,
     ChatResponse,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChatChunk",
     "ChatStream",
+    "DecoderBase",
     "MalformedEvent",
     "SseEvent",
     "StreamDecoder",
@@ -64,6 +67,9 @@ __all__ = [
     "StreamStats",
     "StreamingChatAdapter",
     "SyncChatStream",
+    "event_json",
+    "malformed",
+    "stream_error",
 ]
 
 logger = logging.getLogger("resilient")
@@ -121,6 +127,70 @@ class StreamDecoder(Protocol):
     def final(self) -> ChatResponse:
         """The answer read so far, as one response (text joined, tool calls, usage if known)."""
         ...
+
+
+class DecoderBase:
+    """What every provider's decoder keeps as it reads: the answer so far (text deltas, whole
+    tool calls, finish, usage) and the provider and model its chunks are stamped with. A
+    subclass reads its provider's events in `feed`; `finished` is its end marker read."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self._provider = provider
+        self._model = model  # the model that answers, once an event names it
+        self._text: list[str] = []
+        self._calls: list[ToolCall] = []
+        self._finish: FinishReason | None = None
+        self._usage: Usage | None = None
+        self._done = False
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self._finish
+
+    def _chunk(self, **fields: Any) -> ChatChunk:
+        return ChatChunk(provider=self._provider, model=self._model, **fields)
+
+    def _said(self, text: str) -> list[ChatChunk]:
+        """A text delta: kept for the final answer, and given out at once."""
+        self._text.append(text)
+        return [self._chunk(text=text)]
+
+    def final(self) -> ChatResponse:
+        calls = self._calls
+        return ChatResponse(
+            text="".join(self._text),
+            tool_calls=list(calls),
+            finish_reason=self._finish or ("tool_calls" if calls else "stop"),
+            usage=self._usage or Usage(0, 0),
+            provider=self._provider,
+            model=self._model,
+        )
+
+
+def malformed(event: SseEvent, expected: str) -> MalformedEvent:
+    """The error for an event that is not `expected` (its data quoted, cut short)."""
+    return MalformedEvent(f"not {expected}: {event.data[:80]!r}")
+
+
+def event_json(event: SseEvent, expected: str) -> dict[str, Any]:
+    """An event's data as the JSON object every provider sends; else MalformedEvent."""
+    try:
+        data = json.loads(event.data)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise malformed(event, expected)
+    return data
+
+
+def stream_error(error: object, *keys: str) -> StreamError:
+    """The provider's error object inside a stream, named by the first of `keys` it has."""
+    fields = error if isinstance(error, dict) else {}
+    return StreamError(str(next((fields[k] for k in keys if fields.get(k)), "error")))
 
 
 class StreamingChatAdapter(Protocol):
@@ -290,29 +360,45 @@ class OpenStream:
         return True
 
 
-class StreamOperation:
-    """One start of a stream along the chain. It succeeds once a chunk has arrived, leaving the
-    stream open in `opened`; a chunk that does not come within the provider's
-    `first_token_timeout` (or the attempt's own timeout) fails the attempt over."""
+class ChatCall:
+    """What a chat is to the pipeline, streamed or not. It has no side effect: nothing to
+    deduplicate (no ledger), a repeat on one provider is harmless, and a silent provider is
+    left at once for the next, since retrying it only multiplies the wait."""
 
-    ledger = False  # nothing to deduplicate: a repeated chat is just another answer
-    failover_when_ambiguous = True  # a silent provider is left at once
+    ledger = False
+    failover_when_ambiguous = True
     credential: str | None = None
 
     def __init__(self, chat: ChatRequest) -> None:
         self.chat = chat
-        self.opened: OpenStream | None = None
-        self._failure: Verdict | None = None  # why the last attempt's stream did not start
 
     def idempotent_on(self, provider: ProviderRuntime) -> bool:
         return True
 
-    def _adapter(self, provider: ProviderRuntime) -> StreamingChatAdapter:
-        adapter: StreamingChatAdapter | None = provider.adapter
-        if adapter is None or not hasattr(adapter, "build_stream"):
+    @staticmethod
+    def adapter(provider: ProviderRuntime, method: str, doing: str) -> Any:
+        """The provider's adapter when it has `method`; else a clear error, before anything is
+        sent (a provider of another capability put in an llm chain)."""
+        adapter = provider.adapter
+        if adapter is None or not hasattr(adapter, method):
             raise ResilientError(
-                f"provider {provider.name!r} (kind {provider.settings.kind!r}) cannot stream a chat"
+                f"provider {provider.name!r} (kind {provider.settings.kind!r}) cannot {doing}"
             )
+        return adapter
+
+
+class StreamOperation(ChatCall):
+    """One start of a stream along the chain. It succeeds once a chunk has arrived, leaving the
+    stream open in `opened`; a chunk that does not come within the provider's
+    `first_token_timeout` (or the attempt's own timeout) fails the attempt over."""
+
+    def __init__(self, chat: ChatRequest) -> None:
+        super().__init__(chat)
+        self.opened: OpenStream | None = None
+        self._failure: Verdict | None = None  # why the last attempt's stream did not start
+
+    def _adapter(self, provider: ProviderRuntime) -> StreamingChatAdapter:
+        adapter: StreamingChatAdapter = self.adapter(provider, "build_stream", "stream a chat")
         return adapter
 
     def _request(
@@ -489,14 +575,12 @@ class StreamRun:
         chat: ChatRequest,
         deadline: float | None,
         restart: bool | None,
-        on_fatal: Callable[[FatalError], FatalError],
     ) -> None:
         self.gateway = gateway
         self.capability = capability
         self.chat = chat
         self.deadline = deadline
         self.restart = restart
-        self.on_fatal = on_fatal
         self.attempts: list[Attempt] = []
         self.malformed = 0
         self.restarts = 0
@@ -542,7 +626,7 @@ class StreamRun:
                 error,
             )
         if isinstance(error, FatalError):
-            return self.on_fatal(error)
+            return refused(self.capability, error) or error
         return error
 
     def next_chunk(self) -> ChatChunk | None:
@@ -612,10 +696,16 @@ class StreamRun:
         self.complete = True
 
     def interrupted(self, reason: str) -> None:
-        """The stream failed: raise StreamInterrupted, or set up a start on the next providers."""
+        """The stream failed: raise StreamInterrupted, or set up a start on the next providers.
+
+        Either way the provider's breaker counts the failure: its start was recorded healthy
+        at the first chunk, and a provider that keeps cutting streams must trip like one that
+        keeps failing calls."""
         stream = self.stream
         assert stream is not None
         provider = stream.provider
+        runtime = self.gateway.provider(provider)
+        runtime.breaker.record_failure(runtime.clock())
         latency = time.monotonic() - stream.opened_at
         self.attempts.append(Attempt(provider, Outcome.FAILOVER, None, latency, reason))
         self._cut_providers.append(provider)
@@ -623,7 +713,7 @@ class StreamRun:
         message = f"{self.capability}: the answer from {provider} was {reason}"
         restart = self.restart
         if restart is None:
-            restart = StreamLimits.of(self.gateway.provider(provider).settings.options).restart
+            restart = StreamLimits.of(runtime.settings.options).restart
         if not restart or not self._providers_left():
             self.complete = True
             self.stats.add("interrupted")

@@ -140,14 +140,22 @@ class Breaker:
             if generation != self._generation:
                 return  # began before the last transition: the window it counted in is gone
             self._window.add(now, failed=not healthy)
-            if healthy:
+            if not healthy:
+                self._trip_on_ratio(now)
+
+    def record_failure(self, now: float) -> None:
+        """A failure seen after its call was recorded healthy (a stream cut or stalled after
+        its first chunk, the start already counted as a success): that success becomes a
+        failure in the window, so a provider that keeps failing that way trips at the usual
+        ratio. Counted while closed only: open, it has nothing to add; half-open, its probes
+        decide; held, nothing counts."""
+        if self._held is not None:
+            return
+        with self._lock:
+            if self._cb.current_state != CLOSED:
                 return
-            calls, failures = self._window.counts(now)
-            if (
-                calls >= self._settings.min_calls
-                and failures >= self._settings.failure_ratio * calls
-            ):
-                self._trip()
+            self._window.amend(now)
+            self._trip_on_ratio(now)
 
     def release(self, permit: tuple[Permit, int]) -> None:
         """Give back a permit whose call never ran (cancelled, rejected later in the pipeline)."""
@@ -173,6 +181,11 @@ class Breaker:
                 self._transition(CLOSED)
 
     # -- state machine moves; callers hold self._lock --------------------------------------
+
+    def _trip_on_ratio(self, now: float) -> None:
+        calls, failures = self._window.counts(now)
+        if calls >= self._settings.min_calls and failures >= self._settings.failure_ratio * calls:
+            self._trip()
 
     def _trip(self) -> None:
         s = self._settings

@@ -31,6 +31,19 @@ class SlidingWindow:
             self._failures[slot] += 1
             self._sum_failures += 1
 
+    def amend(self, now: float) -> None:
+        """Turn the latest success still in the window into a failure: a call that looked
+        healthy when recorded failed later (a stream cut after its start). With no success
+        left to amend, count it as one more failed call."""
+        current = self._advance(now)
+        for back in range(self._slots):
+            slot = (current - back) % self._slots
+            if self._calls[slot] > self._failures[slot]:
+                self._failures[slot] += 1
+                self._sum_failures += 1
+                return
+        self.add(now, failed=True)
+
     def counts(self, now: float) -> tuple[int, int]:
         """(calls, failures) in the window ending at `now`."""
         self._advance(now)
