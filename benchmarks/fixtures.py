@@ -67,12 +67,15 @@ def gateway(
     *,
     transport: httpx.BaseTransport | None = None,
     async_transport: httpx.AsyncBaseTransport | None = None,
+    redis_url: str | None = None,
 ) -> Gateway:
-    """One "http" capability chaining providers p0..pN-1, one per base URL."""
+    """One "http" capability chaining providers p0..pN-1, one per base URL. With `redis_url`,
+    breaker and limiter state (and the ops loop's overrides and status) live in that Redis."""
     providers = [provider_settings(f"p{i}", url) for i, url in enumerate(base_urls)]
     chain = tuple(p.name for p in providers)
     settings = GatewaySettings(
         source="<benchmarks>",
+        redis_url=redis_url,
         providers={p.name: p for p in providers},
         capabilities={"http": CapabilitySettings("http", chain)},
     )

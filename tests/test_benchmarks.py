@@ -3,7 +3,8 @@
 `python -m benchmarks --quick --json PATH` in a subprocess: it must exit 0, print every row,
 and write every row to the JSON with numeric figures whose ratios come from the same run's
 baseline. Rows needing bench-only packages (tenacity, aiolimiter) may be skipped, but only when
-the package really is missing; items 3 and 6 print as "not yet measured".
+the package really is missing; so may item 3's (an SDK extra missing) and item 6's (the redis
+extra, or redis-server itself, missing).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,11 +35,18 @@ EXPECTED = [
     "2.loopback.gateway.async",
     "2.loopback.handrolled.sync",
     "2.loopback.handrolled.async",
-    "3.sdk.openai",
-    "3.sdk.stripe",
+    *(
+        f"3.sdk.{sdk}.{mode}"
+        for sdk in ("openai", "stripe", "twilio")
+        for mode in ("sync", "async")
+    ),
+    "3.sdk.sendgrid.sync",
     *(f"4.{metric}.{n}" for n in (1, 10, 100, 1000) for metric in ("throughput", "latency")),
     *(f"5.chain.{n}.{mode}" for mode in ("sync", "async") for n in (1, 3, 5)),
+    "6.redis.sync",
     "6.redis.async",
+    "6.redis.roundtrips.sync",
+    "6.redis.roundtrips.async",
     "7.replay.spool",
     "7.replay.spool.httpx",
     "7.replay.redis",
@@ -46,7 +55,7 @@ EXPECTED = [
     "8.inflight.traced",
     "8.inflight.rss",
 ]
-NOT_YET = {"3.sdk.openai", "3.sdk.stripe", "6.redis.async"}
+NOT_YET: set[str] = set()
 BENCH_ONLY = {  # need tenacity / aiolimiter, which the package does not depend on
     "1.tenacity.sync",
     "1.tenacity.async",
@@ -55,7 +64,8 @@ BENCH_ONLY = {  # need tenacity / aiolimiter, which the package does not depend 
     "2.loopback.handrolled.sync",
     "2.loopback.handrolled.async",
 }
-ALWAYS_MEASURED = set(EXPECTED) - NOT_YET - BENCH_ONLY
+NEEDS_EXTRAS = {row for row in EXPECTED if row.startswith(("3.", "6."))}  # SDKs, Redis
+ALWAYS_MEASURED = set(EXPECTED) - NOT_YET - BENCH_ONLY - NEEDS_EXTRAS
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +76,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -124,9 +134,140 @@ def test_skips_only_for_missing_bench_packages(quick_run: tuple[str, dict[str, A
     for row in quick_run[1]["rows"]:
         if row["id"] in NOT_YET:
             assert row["status"] == "not yet measured", row
+        elif row["status"] == "skipped" and "missing_binary" in row["extra"]:
+            assert shutil.which(row["extra"]["missing_binary"]) is None, row
         elif row["status"] == "skipped":
             missing = row["extra"]["missing"]
             assert missing, row
             assert all(importlib.util.find_spec(name) is None for name in missing), row
         else:
             assert row["status"] == "measured", row
+
+
+@pytest.fixture
+def importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmarks package is no installed package: import it from the checkout."""
+    monkeypatch.syspath_prepend(str(ROOT))
+
+
+@pytest.mark.usefixtures("importable")
+def test_sdk_rows_compare_each_drop_in_with_its_official_client_in_the_same_rounds(
+    quick_run: tuple[str, dict[str, Any]],
+) -> None:
+    from benchmarks.suites.sdk_clients import PAIRS
+
+    document = quick_run[1]
+    rows = {row["id"]: row for row in document["rows"]}
+    for pair in PAIRS:
+        row = rows[pair.spec.id]
+        if any(importlib.util.find_spec(name) is None for name in pair.needs):
+            assert row["status"] == "skipped", row
+            continue
+        assert row["status"] == "measured", row
+        assert row["baseline_label"] == pair.official
+        rounds = document["config"]["rounds"]  # both sides timed in every interleaved round
+        assert len(row["round_medians"]) == len(row["baseline_round_medians"]) == rounds, row
+        assert row["ratio"] == pytest.approx(row["median"] / row["baseline_median"], rel=1e-9)
+        assert row["met"] is (row["ratio"] <= 1.05), row
+        if pair.library is not None:  # what of the ratio is the HTTP library's, same run
+            assert set(row["extra"]["library_us"]) == {pair.library, "httpx"}, row
+            assert all(_number(v) and v > 0 for v in row["extra"]["library_us"].values()), row
+
+
+def test_shared_state_rows_measure_redis_against_memory_and_count_round_trips(
+    quick_run: tuple[str, dict[str, Any]],
+) -> None:
+    document = quick_run[1]
+    rows = {row["id"]: row for row in document["rows"]}
+    runnable = importlib.util.find_spec("redis") is not None and shutil.which("redis-server")
+    for mode in ("sync", "async"):
+        latency, trips = rows[f"6.redis.{mode}"], rows[f"6.redis.roundtrips.{mode}"]
+        if not runnable:
+            assert latency["status"] == trips["status"] == "skipped"
+            continue
+        assert latency["status"] == trips["status"] == "measured", (latency, trips)
+        assert latency["baseline_label"] == "same gateway, state in memory"
+        rounds = document["config"]["rounds"]
+        assert len(latency["round_medians"]) == len(latency["baseline_round_medians"]) == rounds
+        # round trips per call: counted over the calls of each round, divided by those calls
+        calls = trips["extra"]["calls_per_round"]
+        assert trips["baseline_round_medians"] == [calls] * len(trips["round_medians"])
+        assert all(float(n).is_integer() and n >= 0 for n in trips["round_medians"]), trips
+        assert trips["ratio"] == pytest.approx(trips["median"] / calls, rel=1e-9)
+        assert trips["met"] is (trips["ratio"] < 0.1), trips
+        assert "limiter leases (EVALSHA)" in trips["notes"][0], trips
+        assert "info" not in trips["extra"]["commands_per_call"], trips
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("importable")
+def test_round_trips_are_what_clients_send_not_what_scripts_run_or_the_count_itself() -> None:
+    import redis
+
+    from benchmarks.suites.shared_state import RoundTrips
+    from resilient.testing.redis_server import RedisServer
+
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        script = client.register_script("redis.call('SET', KEYS[1], 1); return 1")
+        script(keys=["warm"])  # connects and loads the script before anything is counted
+        counted = RoundTrips(server.url)
+        counted.begin()
+        client.get("a")
+        script(keys=["b"])  # one request, though the server runs SET inside it
+        with client.pipeline() as pipe:  # one request: MULTI, 2 GETs, EXEC
+            pipe.get("c")
+            pipe.get("d")
+            pipe.execute()
+        counted.end()
+        counted.begin()
+        counted.end()  # nobody else asked anything
+        client.close()
+        counted.close()
+    assert counted.per_round == [3, 0]
+    assert counted.commands == {"get": 3, "evalsha": 1, "set": 1, "multi": 1, "exec": 1}
+
+
+@pytest.mark.usefixtures("importable")
+def test_without_redis_server_the_shared_state_rows_skip_and_say_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks.harness import QUICK
+    from benchmarks.suites import shared_state
+    from resilient.testing.redis_server import INSTALL_HINT
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    rows = shared_state.run(QUICK)
+    assert [row.spec for row in rows] == list(shared_state.SUITE.rows)
+    for row in rows:
+        assert row.status == "skipped"
+        assert row.notes == [f"skipped: {INSTALL_HINT}"]
+        assert row.extra == {"missing_binary": "redis-server"}
+
+
+@pytest.mark.usefixtures("importable")
+def test_the_sdk_routes_forget_what_they_created_every_keep_requests() -> None:
+    from benchmarks import server
+    from resilient.testing import SimRequest, SimResponse
+
+    class State:
+        def __init__(self) -> None:
+            self.created: list[int] = []
+            self.by_key: dict[int, int] = {}
+            self.name = "kept"
+
+    state = State()
+
+    def create(request: SimRequest) -> SimResponse:
+        state.created.append(1)
+        state.by_key[len(state.created)] = 1
+        return SimResponse(201, {}, b"")
+
+    handle = server._bounded(state, create)
+    request = SimRequest("POST", "/x", "", {}, b"")
+    for _ in range(server.KEEP - 1):
+        handle(request)
+    assert len(state.created) == len(state.by_key) == server.KEEP - 1
+    handle(request)  # the KEEP-th: emptied first, then this one's
+    assert len(state.created) == len(state.by_key) == 1
+    assert state.name == "kept"

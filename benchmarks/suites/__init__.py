@@ -13,11 +13,11 @@ from benchmarks.harness import Suite
 MODULES = (
     "pipeline",  # 1 pipeline overhead, in-memory transport
     "loopback",  # 2 loopback round trip: raw httpx, gateway, tenacity + pybreaker + aiolimiter
-    "sdk_clients",  # 3 SDK clients through the transport (not yet)
+    "sdk_clients",  # 3 SDK clients, ours vs the official ones
     "concurrency",  # 4 1..1000 calls in flight
     "chain",  # 5 chain length with open breakers in front
-    "shared_state",  # 6 Redis shared breaker / limiter state (not yet)
-    "replay",  # 7 replay throughput (not yet)
+    "shared_state",  # 6 Redis shared breaker / limiter state
+    "replay",  # 7 replay throughput
     "memory",  # 8 memory of 20 providers and per in-flight call
 )
 
