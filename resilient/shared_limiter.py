@@ -1,9 +1,12 @@
 """A rate limit shared by every process through Redis: GCRA in one Lua script, leased in batches.
 
-Each lease books `batch` consecutive slots, `period / count` apart, on Redis's clock; the
-process then hands them out locally with no further round trip. A slot whose instant has passed
-is skipped, never used late, so no window of one period ever sees more than `count` calls across
-all processes (a lease nobody uses is capacity lost, never capacity exceeded). Batches hold about
+Each lease books `batch` consecutive slots on Redis's clock; the process then hands them out
+locally with no further round trip. A slot is used at its instant or up to LATE of the period
+after it, never earlier and never later (past that it is skipped), and slots are spaced over
+the period plus that allowance: the calls of any window of one period used slots from a span of
+period + LATE, which holds at most `count` of them, across all processes (a lease nobody uses is
+capacity lost, never capacity exceeded). The allowance lets a caller sparser than the slots take
+many calls from one lease, instead of one lease per call. Batches hold about
 0.1 s of the rate, which keeps Redis round trips far below one per call. While Redis is
 unreachable, a local limiter at the full rate takes over, and leasing resumes when it answers.
 
@@ -36,6 +39,7 @@ return up(start - now)
 
 LEASE_SECONDS = 0.1  # how much of the rate one lease books
 MAX_BATCH = 1000
+LATE = 0.05  # share of the period a slot stays usable after its instant (capacity given for it)
 RETRY_REDIS = 1.0  # seconds on the local limiter before leasing is tried again
 GUARD, MIN_GUARD = 0.01, 0.005  # share of the period (and floor, seconds) for clock transfer
 
@@ -58,7 +62,9 @@ class SharedRateLimiter:
         self._lease = client.register_script(_LEASE)
         self._clock = clock  # the caller's clock: read after a lease returns
         self._key = f"{namespace}:{name}"
-        self._interval = (rate.period + max(MIN_GUARD, GUARD * rate.period)) / rate.count
+        self._late = LATE * rate.period
+        guard = max(MIN_GUARD, GUARD * rate.period)
+        self._interval = (rate.period + self._late + guard) / rate.count
         self._batch = max(1, min(MAX_BATCH, int(rate.per_second * LEASE_SECONDS)))
         self._ttl_ms = int(max(rate.period, self._batch * self._interval) * 2000) + 1000
         self._errors = (redis.RedisError, OSError)
@@ -74,7 +80,8 @@ class SharedRateLimiter:
             if now < self._redis_back_at:
                 return self._local.reserve(now, max_wait)
             paused = self._local.paused_for(now)
-            self._skip_before(now + paused)
+            ready = now + paused  # the earliest a call may leave
+            self._skip_before(ready - self._late)
             if not self._left:
                 try:
                     offset = float(
@@ -87,9 +94,13 @@ class SharedRateLimiter:
                     self._redis_back_at = now + RETRY_REDIS
                     return self._local.reserve(now, max_wait)
                 self.round_trips += 1
-                # Read after the reply: the block lands at most one round trip late, never early.
-                self._next, self._left = self._clock() + offset, self._batch
-            wait = self._next - now
+                # Read after the reply: the block lands at most one round trip late, never early;
+                # and the wait runs from the reply, not from before the lease's round trip.
+                replied = self._clock()
+                self._next, self._left = replied + offset, self._batch
+                max_wait -= replied - now
+                now = replied
+            wait = max(self._next, ready) - now
             if wait > max_wait:
                 return None
             self._next += self._interval
@@ -97,7 +108,7 @@ class SharedRateLimiter:
             return wait
 
     def _skip_before(self, earliest: float) -> None:
-        """Drop leased slots whose instant is before `earliest`: never used late."""
+        """Drop leased slots whose instant is before `earliest`: too late to use."""
         if self._left and self._next < earliest:
             skipped = min(self._left, math.ceil((earliest - self._next) / self._interval))
             self._left -= skipped
