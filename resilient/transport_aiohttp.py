@@ -20,6 +20,9 @@ import httpx
 
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, keepalive_expiry=5.0)
 _CHUNK = 65536
+# A body this small, with its length announced, is read with the headers: one read instead of
+# httpx's streaming machinery. Streams (SSE) are chunked, so they never qualify.
+EAGER_BODY = 65536
 
 
 @contextmanager
@@ -104,11 +107,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     sock_read=timeout.get("read"),
                 ),
             )
+            headers_in = list(response.raw_headers)
+            extensions = {"reason_phrase": (response.reason or "").encode()}
+            length = response.content_length
+            if length is not None and length <= EAGER_BODY:  # not a stream: read it now
+                content = await response.read()
+                response.release()
+                return httpx.Response(
+                    response.status, headers=headers_in, content=content, extensions=extensions
+                )
         return httpx.Response(
             response.status,
-            headers=list(response.raw_headers),
+            headers=headers_in,
             stream=_Body(response, request),
-            extensions={"reason_phrase": (response.reason or "").encode()},
+            extensions=extensions,
         )
 
     async def aclose(self) -> None:

@@ -278,3 +278,32 @@ def test_the_direct_request_is_the_one_build_request_makes(
     assert sorted(built.headers.multi_items()) == sorted(expected.headers.multi_items())
     assert built.read() == expected.read()
     assert built.extensions["timeout"] == expected.extensions["timeout"]
+
+
+async def test_a_streamed_answer_arrives_part_by_part(simulator: Simulator) -> None:
+    """Chunked answers (server-sent events) are streamed, not read whole: the first part is
+    readable while the server holds the rest back."""
+    simulator.route("GET", "/sse", lambda r: SimResponse.stream(["data: one\n\n", "data: two\n\n"]))
+    simulator.inject(Fault.stall_stream(after=1), path="/sse")
+    transport = AiohttpTransport()
+    try:
+        request = httpx.Request("GET", simulator.url("/sse"), extensions={"timeout": TIMEOUT})
+        response = await transport.handle_async_request(request)
+        parts = response.aiter_raw()
+        assert await parts.__anext__() == b"data: one\n\n"
+        with pytest.raises(httpx.ReadTimeout):
+            await parts.__anext__()
+        await response.aclose()
+    finally:
+        await transport.aclose()
+
+
+async def test_a_small_answer_is_read_with_its_headers(simulator: Simulator) -> None:
+    simulator.route("GET", "/small", lambda r: SimResponse.json({"ok": True}))
+    transport = AiohttpTransport()
+    try:
+        request = httpx.Request("GET", simulator.url("/small"), extensions={"timeout": TIMEOUT})
+        response = await transport.handle_async_request(request)
+        assert response.json() == {"ok": True}  # httpx.ResponseNotRead if it were a stream
+    finally:
+        await transport.aclose()
