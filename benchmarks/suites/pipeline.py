@@ -1,9 +1,9 @@
 """1. Pipeline overhead alone: the gateway over an in-memory transport vs the same call without it.
 
 No sockets: the transport hands back a fresh 200 at once. The "pipeline" rows compare the
-gateway with the very client it sends through (resilient.http_clients, same transport) making
-the same call directly, so the difference is the pipeline alone: limiter, breaker, retry plan,
-attempt timeout, classification, events + log listener. The "vs raw httpx" rows compare it
+gateway with the same request, built the same way and sent directly through the very client
+the gateway sends through, so the difference is the pipeline alone: limiter, breaker, retry
+plan, attempt timeout, classification, events + log listener. The "vs raw httpx" rows compare it
 with a plain httpx client instead, which also pays httpx's per-request client work (auth and
 redirect flows, cookie jar, log line) that the gateway's lean client skips: what a user moving
 from raw httpx sees. tenacity alone, on a plain httpx client, prices the retry decorator teams
@@ -26,7 +26,7 @@ from benchmarks.harness import (
     compare_sync,
     skipped,
 )
-from resilient.http_clients import LeanAsyncClient, LeanClient
+from resilient.http_capability import HttpOperation
 
 ITEM = 1
 BASE_URL = "http://bench.invalid"
@@ -84,11 +84,16 @@ def _sync(cfg: Config) -> list[Row]:
     mem = fixtures.MemoryTransport()
     gw = fixtures.gateway([BASE_URL], transport=mem)
     client = fixtures.raw_client(BASE_URL, mem)
-    direct = LeanClient(base_url=BASE_URL, transport=mem, timeout=fixtures.RAW_TIMEOUT)
+    rt = gw.provider("p0")
     http = gw.sync.http
+
+    def direct() -> object:
+        op = HttpOperation("GET", fixtures.PATH, {})
+        return rt.client.send(op._request(rt.client, rt, rt.settings.timeouts.attempt))
+
     subjects = {
         "raw": lambda: client.get(fixtures.PATH),
-        "direct": lambda: direct.get(fixtures.PATH),
+        "direct": direct,
         "gateway": lambda: http.request("GET", fixtures.PATH),
     }
     if not handrolled.missing("tenacity"):
@@ -97,7 +102,6 @@ def _sync(cfg: Config) -> list[Row]:
         stats = compare_sync(subjects, cfg.calls, cfg.rounds, cfg.warmup)
     finally:
         client.close()
-        direct.close()
         gw.close()
     return _rows(stats, (SYNC, NET_SYNC, TEN_SYNC, VS_SYNC))
 
@@ -106,11 +110,17 @@ async def _async(cfg: Config) -> list[Row]:
     mem = fixtures.AsyncMemoryTransport()
     gw = fixtures.gateway([BASE_URL], async_transport=mem)
     client = fixtures.raw_async_client(BASE_URL, mem)
-    direct = LeanAsyncClient(base_url=BASE_URL, transport=mem, timeout=fixtures.RAW_TIMEOUT)
+    rt = gw.provider("p0")
     http = gw.http
+
+    async def direct() -> object:
+        op = HttpOperation("GET", fixtures.PATH, {})
+        aclient = rt.aclient
+        return await aclient.send(op._request(aclient, rt, rt.settings.timeouts.attempt))
+
     subjects = {
         "raw": lambda: client.get(fixtures.PATH),
-        "direct": lambda: direct.get(fixtures.PATH),
+        "direct": direct,
         "gateway": lambda: http.request("GET", fixtures.PATH),
     }
     if not handrolled.missing("tenacity"):
@@ -119,7 +129,6 @@ async def _async(cfg: Config) -> list[Row]:
         stats = await compare_async(subjects, cfg.calls, cfg.rounds, cfg.warmup)
     finally:
         await client.aclose()
-        await direct.aclose()
         await gw.aclose()
     return _rows(stats, (ASYNC, NET_ASYNC, TEN_ASYNC, VS_ASYNC))
 
