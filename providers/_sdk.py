@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from resilient import registry
 from resilient.errors import ResilientError
 from resilient.gateway import Gateway
+from resilient.http_clients import LeanAsyncClient, LeanClient
 from resilient.runtime import ProviderRuntime
 from resilient.settings import GatewaySettings, ProviderSettings, RetrySettings
 from resilient.transport import AsyncResilientTransport, ResilientTransport
@@ -253,7 +254,7 @@ def wrap_transports(client: Any, wrap: Callable[[Any], Any]) -> None:
 def bridge_client(runtime: ProviderRuntime, **options: Any) -> httpx.Client:
     """The httpx client a bridged SDK (stripe, sendgrid, twilio) sends through: httpx.Client
     `options` (the SDK's timeout, TLS, proxy), on the pipeline, each body read in its attempt."""
-    client = httpx.Client(**options)
+    client = LeanClient(**options)
     wrap_transports(client, lambda transport: SdkTransport(runtime, ReadWhole(transport)))
     return client
 
@@ -277,7 +278,11 @@ class AsyncBridgeClients:
             with self._lock:
                 client = self._clients.get(loop)
                 if client is None:
-                    client = self._clients[loop] = httpx.AsyncClient(**self._options)
+                    options = self._options
+                    transport = None if options.get("proxy") else self._runtime.aiohttp_transport()
+                    if transport is not None:
+                        options = {**options, "transport": transport}
+                    client = self._clients[loop] = LeanAsyncClient(**options)
                     wrap_transports(
                         client,
                         lambda transport: AsyncSdkTransport(

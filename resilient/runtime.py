@@ -184,18 +184,19 @@ class ProviderRuntime:
                 client = self._aclients.get(loop)
                 if client is None:
                     client = self._aclients[loop] = LeanAsyncClient(
-                        base_url=self.settings.base_url or "", transport=self._loop_transport()
+                        base_url=self.settings.base_url or "",
+                        transport=self.aiohttp_transport() or self._async_transport,
                     )
         return client
 
-    def _loop_transport(self) -> httpx.AsyncBaseTransport | None:
-        """The transport for a new loop's client: the given one, or an aiohttp one (whose
-        session belongs to that loop), or None for httpx's own."""
-        if self._aiohttp:
-            from resilient.transport_aiohttp import AiohttpTransport
+    def aiohttp_transport(self) -> httpx.AsyncBaseTransport | None:
+        """A new aiohttp transport when the gateway sends async calls with aiohttp (one per
+        event loop: its session belongs to the loop), else None."""
+        if not self._aiohttp:
+            return None
+        from resilient.transport_aiohttp import AiohttpTransport
 
-            return AiohttpTransport()
-        return self._async_transport
+        return AiohttpTransport()
 
     def close(self) -> None:
         if self._client is not None:

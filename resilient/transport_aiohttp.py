@@ -114,7 +114,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 content = await response.read()
                 response.release()
                 return httpx.Response(
-                    response.status, headers=headers_in, content=content, extensions=extensions
+                    response.status,
+                    headers=headers_in,
+                    stream=httpx.ByteStream(content),  # a stream still, as callers expect
+                    extensions=extensions,
                 )
         return httpx.Response(
             response.status,

@@ -229,3 +229,22 @@ async def test_list_filters_are_encoded_as_the_official_client_encodes_them(
     theirs, mine = sim.requests(prefix="/twilio")
     assert (mine.path, mine.query) == (theirs.path, theirs.query)
     assert "+" in mine.query
+
+
+async def test_the_async_client_sends_with_aiohttp_when_the_gateway_does(
+    sim: Simulator, account: TwilioState
+) -> None:
+    """`[gateway] async_client = "aiohttp"` reaches the drop-in SDK clients too (twilio's own
+    async client is aiohttp-based: like for like), retries included."""
+    from resilient.transport_aiohttp import AiohttpTransport
+
+    gw = Gateway(GatewaySettings(providers={"twilio": settings(sim)}, async_client="aiohttp"))
+    sdk = Client(SID, TOKEN, gateway=gw, http_client=AsyncTwilioHttpClient())
+    sim.inject(Fault.status(503), prefix="/twilio", times=1)
+    message = await sdk.messages.create_async(**SMS)
+    bridge = sdk.http_client._clients.current()  # type: ignore[attr-defined]
+    assert isinstance(bridge._transport._inner._inner, AiohttpTransport)
+    assert [r.status for r in sim.requests(prefix="/twilio")] == [503, 201]
+    assert list(account.messages) == [message.sid]
+    await sdk.http_client.close()  # type: ignore[attr-defined]
+    await gw.aclose()
