@@ -1,28 +1,43 @@
 """Chaos scenarios: sustained mixed sync/async traffic through a Gateway while the simulator
-misbehaves, with outcomes counted at the simulator (effects by idempotency key), not only from
-what callers saw.
+(or the environment: Redis, a worker, the application itself) misbehaves, with outcomes counted
+at the simulator (effects by idempotency key), not only from what callers saw.
 
 Every scenario uses the "http" capability with a primary provider `p` (where the fault is
-injected) and a fallback `f`, each under its own path prefix on a private simulator. Every call
-carries a unique `Idempotency-Key`, so the simulator's records say exactly which calls took
-effect, and how many times.
+injected) and a fallback `f`, each under its own path prefix on a private simulator; the reset
+scenario adds payments over the simulated Stripe and PayPal. Every call carries a unique
+idempotency key, so the simulator's records say exactly which calls took effect, where, and how
+many times. The crash scenarios run a real redis-server and kill real processes with SIGKILL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import math
+import subprocess
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Collection, Coroutine
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import redis
+
+from chaos import processes
+from providers import Charge
+from queues.backend import EmbeddedBackend, RedisBackend
+from queues.redis_store import RedisStore
+from queues.replayer import Replayer
+from queues.spool import Spool
+from queues.store import DEAD, Store
+from resilient.config import load_settings, settings_from_mapping
 from resilient.errors import CallFailed
 from resilient.gateway import Gateway
+from resilient.secrets import Secret
 from resilient.settings import (
     BreakerSettings,
     CapabilitySettings,
@@ -32,10 +47,13 @@ from resilient.settings import (
     TimeoutSettings,
 )
 from resilient.telemetry import BreakerChanged, DeadLettered, Event
-from resilient.testing import Fault, SimRequest, SimResponse, Simulator
+from resilient.testing import Fault, RedisServer, SimRequest, SimResponse, Simulator
+from resilient.testing.routes import mount
 from resilient.units import parse_rate
 
 Profile = Literal["short", "long"]
+STRIPE_KEY = "sk_test_chaos_Zq81canary"  # distinctive: redaction masks it in every log line
+PAYPAL_KEY = "pp-chaos-Zq81canary"
 PROFILES: tuple[str, ...] = ("short", "long")
 PATH = "/v1/m"
 
@@ -75,8 +93,19 @@ class CallRecord:
     mode: str  # "sync" or "async"
     status: str  # "delivered", "deferred" or the exception class name
     provider: str | None
-    started: float  # time.monotonic(), the simulator's clock too
+    started: float  # time.monotonic(), the simulator's clock too (system-wide on Linux)
     latency: float
+    attempts: tuple[tuple[str, str], ...] = ()  # (provider, outcome class) per attempt
+
+    def to_line(self) -> str:
+        """One JSON line: how the application process reports a call to the scenario."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_line(cls, line: str) -> CallRecord:
+        data = json.loads(line)
+        data["attempts"] = tuple((provider, outcome) for provider, outcome in data["attempts"])
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -106,12 +135,16 @@ class Effects:
     def __call__(self, request: SimRequest) -> SimResponse:
         provider = request.path.split("/")[1]
         key = request.headers.get("idempotency-key", "")
+        self.record(provider, key)
+        return SimResponse.json({"by": provider, "key": key}, status=202)
+
+    def record(self, provider: str, key: str) -> None:
+        """`provider` acted on `key` (the first time), or was asked again and absorbed it."""
         with self._lock:
             if self.effects[(provider, key)]:
                 self.resent[(provider, key)] += 1
             else:
                 self.effects[(provider, key)] += 1
-        return SimResponse.json({"by": provider, "key": key}, status=202)
 
     def by_key(self) -> Counter[str]:
         """Effects per key, summed over providers: 2 means done by both, a real duplicate."""
@@ -132,8 +165,33 @@ def _serve(sim: Simulator) -> Effects:
     return effects
 
 
+def _serve_payments(sim: Simulator, effects: Effects) -> None:
+    """Stripe and PayPal (their simulated APIs, idempotency included) under /stripe and
+    /paypal, each new charge counted in `effects` by its idempotency key (Stripe's
+    `Idempotency-Key`, PayPal's `PayPal-Request-Id`: both the operation id)."""
+    stripe = mount(sim, "stripe", prefix="/stripe")
+    paypal = mount(sim, "paypal", prefix="/paypal")
+    create_intent = stripe.handler(stripe.create_payment_intent)
+
+    def charge_at_stripe(request: SimRequest) -> SimResponse:
+        response = create_intent(request)
+        if response.status == 200:  # executed now, or Stripe's saved answer to a repeat
+            effects.record("stripe", request.headers.get("idempotency-key", ""))
+        return response
+
+    def charge_at_paypal(request: SimRequest) -> SimResponse:
+        response = paypal.create_order(request)
+        if response.status in (200, 201):  # 201 a new order, 200 a repeated request id
+            effects.record("paypal", request.headers.get("paypal-request-id", ""))
+        return response
+
+    sim.route("POST", "/stripe/v1/payment_intents", charge_at_stripe)
+    sim.route("POST", "/paypal/v2/checkout/orders", charge_at_paypal)
+
+
 def _provider(name: str, sim: Simulator, **overrides: Any) -> ProviderSettings:
     values: dict[str, Any] = {
+        "kind": "http",
         "timeouts": TimeoutSettings(connect=0.5, read=1.0, write=1.0, attempt=1.0),
         "retry": RetrySettings(attempts=2, backoff_base=0.01, backoff_cap=0.05),
         "breaker": BreakerSettings(
@@ -141,7 +199,7 @@ def _provider(name: str, sim: Simulator, **overrides: Any) -> ProviderSettings:
         ),
     }
     values.update(overrides)
-    return ProviderSettings(name=name, kind="http", base_url=sim.url(f"/{name}"), **values)
+    return ProviderSettings(name=name, base_url=sim.url(f"/{name}"), **values)
 
 
 def _gateway(
@@ -168,20 +226,69 @@ def _gateway(
     )
 
 
-async def drive(gw: Gateway, load: Load, tag: str) -> list[CallRecord]:
-    """Run the load: threads through gw.sync.http, tasks through gw.http, until it ends."""
+SyncSend = Callable[[str], Any]  # one call for this idempotency key, blocking
+AsyncSend = Callable[[str], Awaitable[Any]]  # the same, awaited
+
+
+def http_sends(gw: Gateway) -> tuple[SyncSend, AsyncSend]:
+    """POST PATH through gw.sync.http and gw.http, the key as its Idempotency-Key."""
+
+    def sync_send(key: str) -> Any:
+        return gw.sync.http.request("POST", PATH, json={"k": key}, headers={"Idempotency-Key": key})
+
+    async def async_send(key: str) -> Any:
+        return await gw.http.request(
+            "POST", PATH, json={"k": key}, headers={"Idempotency-Key": key}
+        )
+
+    return sync_send, async_send
+
+
+def charge_sends(gw: Gateway) -> tuple[SyncSend, AsyncSend]:
+    """A charge through gw.sync.payments and gw.payments, the key as its idempotency key."""
+
+    def charge(key: str) -> Charge:
+        return Charge(
+            amount=1999, currency="usd", payment_method="pm_card_visa", idempotency_key=key
+        )
+
+    def sync_send(key: str) -> Any:
+        return gw.sync.payments.charge(charge(key))
+
+    async def async_send(key: str) -> Any:
+        return await gw.payments.charge(charge(key))
+
+    return sync_send, async_send
+
+
+async def drive(
+    gw: Gateway,
+    load: Load,
+    tag: str,
+    *,
+    sends: tuple[SyncSend, AsyncSend] | None = None,
+    on_record: Callable[[CallRecord], None] | None = None,
+) -> list[CallRecord]:
+    """Run the load until it ends: threads through the blocking send, tasks through the
+    awaited one (default: `http_sends`). `on_record` sees each call the moment it returns."""
+    sync_send, async_send = sends or http_sends(gw)
     records: list[CallRecord] = []
     lock = threading.Lock()
     end = time.monotonic() + load.duration
 
     def note(key: str, mode: str, started: float, result: Any, error: BaseException | None) -> None:
         latency = time.monotonic() - started
+        done = result if error is None else error
+        attempts = tuple((a.provider, a.outcome.value) for a in getattr(done, "attempts", ()))
         if error is not None:
-            record = CallRecord(key, mode, type(error).__name__, None, started, latency)
+            status, provider = type(error).__name__, None
         else:
-            record = CallRecord(key, mode, result.status, result.provider, started, latency)
+            status, provider = result.status, result.provider
+        record = CallRecord(key, mode, status, provider, started, latency, attempts)
         with lock:
             records.append(record)
+            if on_record is not None:
+                on_record(record)
 
     def sync_worker(wid: int) -> None:
         n = 0
@@ -190,9 +297,7 @@ async def drive(gw: Gateway, load: Load, tag: str) -> list[CallRecord]:
             n += 1
             started = time.monotonic()
             try:
-                result = gw.sync.http.request(
-                    "POST", PATH, json={"k": key}, headers={"Idempotency-Key": key}
-                )
+                result = sync_send(key)
             except CallFailed as exc:
                 note(key, "sync", started, None, exc)
             else:
@@ -206,9 +311,7 @@ async def drive(gw: Gateway, load: Load, tag: str) -> list[CallRecord]:
             n += 1
             started = time.monotonic()
             try:
-                result = await gw.http.request(
-                    "POST", PATH, json={"k": key}, headers={"Idempotency-Key": key}
-                )
+                result = await async_send(key)
             except CallFailed as exc:
                 note(key, "async", started, None, exc)
             else:
@@ -250,9 +353,16 @@ def max_per_second(times: list[float]) -> int:
 
 
 def tally(
-    name: str, sim: Simulator, providers: Effects, records: list[CallRecord]
+    name: str,
+    sim: Simulator,
+    providers: Effects,
+    records: list[CallRecord],
+    *,
+    in_flight: Collection[str] = (),
 ) -> ScenarioResult:
-    """The common counts: calls from the callers, effects from the simulator's providers."""
+    """The common counts: calls from the callers, effects from the simulator's providers.
+    `in_flight`: keys sent by a process killed before it could tell what became of them; they
+    may take effect (at most once) without a record."""
     effects = providers.by_key()
     accepted = [r for r in records if r.status in ("delivered", "deferred")]
     deferred = [r for r in records if r.status == "deferred"]
@@ -265,12 +375,12 @@ def tally(
         lost=sum(effects[r.key] == 0 for r in accepted),
         duplicated=sum(count > 1 for count in effects.values()),
         max_attempts_per_s_at_provider=max_per_second(
-            [r.received_at for r in sim.requests(prefix="/p")]
+            [r.received_at for r in sim.requests(prefix="/p/")]  # not /paypal
         ),
         p99_latency=_percentile([r.latency for r in records], 0.99),
         failed=sum(r.status not in ("delivered", "deferred") for r in records),
     )
-    unknown = set(effects) - {r.key for r in records}
+    unknown = set(effects) - {r.key for r in records} - set(in_flight)
     result.details["served_by"] = dict(Counter(r.provider for r in records if r.provider))
     result.details["modes"] = dict(Counter(r.mode for r in records))
     errors = Counter(r.status for r in records if r.status not in ("delivered", "deferred"))
@@ -300,6 +410,16 @@ def _transitions(gw: Gateway, provider: str) -> list[tuple[float, str, str]]:
 def _collect(event: Event, kind: type[Any], into: list[Any]) -> None:
     if isinstance(event, kind):
         into.append(event)
+
+
+def _dead_letters(store: Store, limit: int = 3) -> list[dict[str, Any]]:
+    """The first dead letters with their reason and attempt history: why, not just how many."""
+    letters = []
+    for entry in store.entries(DEAD, limit):
+        stored = store.get(entry.id)
+        attempts = [dict(a) for a in stored[1].attempts] if stored and stored[1] else []
+        letters.append({"id": entry.id, "reason": entry.reason, "attempts": attempts})
+    return letters
 
 
 def _load(profile: Profile, short: float, long: float) -> Load:
@@ -341,6 +461,9 @@ async def primary_down(profile: Profile = "short") -> ScenarioResult:
                 return deferred <= effects.keys()
 
             await asyncio.to_thread(_wait_for, replayed, 30.0 if profile == "short" else 180.0)
+            backend = gw.deferral
+            assert isinstance(backend, EmbeddedBackend)
+            letters = _dead_letters(backend.spool)
         result = tally("primary-down", sim, effects, records)
         down_from, up_at = began + start, began + window + start
         at_p = sim.requests(prefix="/p")
@@ -352,6 +475,7 @@ async def primary_down(profile: Profile = "short") -> ScenarioResult:
         back_after = (min(back) - up_at) if back else None
         result.details.update(
             dead_lettered=dict(Counter(event.reason for event in dead)),
+            dead_letters=letters,
             outage_s=round(window, 2),
             probes_while_down=len(during),
             probe_bound=probe_bound,
@@ -475,6 +599,100 @@ async def silent_provider(profile: Profile = "short") -> ScenarioResult:
         return result
 
 
+async def connection_reset(profile: Profile = "short") -> ScenarioResult:
+    """(4) The primary and Stripe reset connections: first intermittently before any response
+    byte, then every response mid-body (after acting). Calls are retried (their key makes a
+    repeat safe) or failed over once the breaker opens; a call that may have acted ends
+    ambiguous, never on the other provider. Payments run alongside over stripe -> paypal: a key
+    Stripe ever received never reaches PayPal, so no charge happens twice."""
+    load = _load(profile, 4.0, 60.0)
+    charges = replace(load, threads=1, tasks=2, pace=0.05)
+    start = 0.5
+    flaky = (start, load.duration * 0.35)  # resets before headers, 0.1 s in every 0.4 s
+    cut = (start + flaky[1], load.duration * 0.3)  # then every response cut mid-body
+    retry = RetrySettings(attempts=3, backoff_base=0.01, backoff_cap=0.05)
+    with Simulator() as sim, tempfile.TemporaryDirectory() as tmp:
+        effects = _serve(sim)
+        _serve_payments(sim, effects)
+        spool = Path(tmp) / "spool.db"
+        providers = [
+            _provider("p", sim, retry=retry),
+            _provider("f", sim),
+            _provider("stripe", sim, kind="stripe", retry=retry, api_key=Secret(STRIPE_KEY)),
+            _provider(
+                "paypal",
+                sim,
+                kind="paypal",
+                api_key=Secret(PAYPAL_KEY),
+                options={"client_id": "chaos-client"},
+            ),
+        ]
+        settings = GatewaySettings(
+            source="chaos:reset",
+            spool_path=str(spool),
+            overrides_path=str(spool.with_suffix(".overrides.json")),
+            providers={p.name: p for p in providers},
+            capabilities={
+                "http": CapabilitySettings("http", ("p", "f")),
+                "payments": CapabilitySettings("payments", ("stripe", "paypal")),
+            },
+        )
+        with Gateway(settings, ops=False) as gw:
+            resets = Fault.flapping(up=0.3, down=0.1, fault=Fault.reset())
+            hits = [
+                sim.inject(fault, prefix=prefix, after=after, duration=duration)
+                for prefix in ("/p/", "/stripe/")
+                for fault, (after, duration) in ((resets, flaky), (Fault.reset_mid_body(), cut))
+            ]
+            calls, paid = await asyncio.gather(
+                drive(gw, load, "reset"),
+                drive(gw, charges, "charge", sends=charge_sends(gw)),
+            )
+        result = tally("connection-reset", sim, effects, [*calls, *paid])
+        at_stripe = sim.requests(prefix="/stripe/v1/payment_intents")
+        at_paypal = sim.requests(prefix="/paypal/v2/checkout/orders")
+        stripe_keys = {r.idempotency_key for r in at_stripe}
+        paypal_keys = {r.headers.get("paypal-request-id") for r in at_paypal}
+        cut_keys = {r.idempotency_key for r in at_stripe if r.fault == "reset_mid_body"}
+        cut_outcomes = Counter(
+            f"{r.status}:{r.provider}" if r.provider else r.status
+            for r in paid
+            if r.key in cut_keys
+        )
+        retried = sum(
+            r.provider == r.attempts[-1][0] and (r.provider, "ambiguous") in r.attempts[:-1]
+            for r in [*calls, *paid]
+            if r.status == "delivered" and r.attempts
+        )
+        by = result.details["served_by"]
+        result.details.update(
+            reset_hits=[h.hits for h in hits],
+            retried_then_served=retried,
+            failed_over_to_f=by.get("f", 0),
+            charged_by_paypal=by.get("paypal", 0),
+            charges=len(paid),
+            charges_cut_mid_response=len(cut_keys),
+            cut_charge_outcomes=dict(cut_outcomes),
+            keys_at_both_processors=len(stripe_keys & paypal_keys),
+            stripe_max_attempts_per_s=max_per_second([r.received_at for r in at_stripe]),
+        )
+        result.check(all(h.hits for h in hits), f"a fault never hit: {[h.hits for h in hits]}")
+        result.check(retried > 0, "no call was retried after a reset and then served")
+        result.check(by.get("f", 0) > 0, "no call failed over to f while p reset connections")
+        result.check(bool(cut_keys), "no charge was cut mid-response")
+        result.check(
+            not stripe_keys & paypal_keys,
+            f"{len(stripe_keys & paypal_keys)} charge(s) reached Stripe and then PayPal",
+        )
+        result.check(
+            "paypal" not in "".join(cut_outcomes),
+            f"a charge cut mid-response was charged by PayPal: {dict(cut_outcomes)}",
+        )
+        others = set(result.details["errors"]) - {"AmbiguousOutcome"}
+        result.check(not others, f"calls failed otherwise than ambiguous: {others}")
+        return result
+
+
 async def flapping_provider(profile: Profile = "short") -> ScenarioResult:
     """(5) The primary flaps up/down: the breaker does not thrash and the retries stay within
     the retry budget."""
@@ -531,6 +749,300 @@ async def flapping_provider(profile: Profile = "short") -> ScenarioResult:
         return result
 
 
+async def _replay_through_outages(replayer: Replayer, stop: asyncio.Event) -> None:
+    """`Replayer.run` as a supervised worker runs it: a Redis error ends one run, the next
+    starts after a poll. A request leased when Redis went away comes due when its lease ends."""
+    while not stop.is_set():
+        try:
+            await replayer.run(stop)
+        except redis.RedisError:
+            await asyncio.sleep(replayer.poll)
+
+
+def _outage(server: RedisServer, after: float, duration: float, into: dict[str, float]) -> None:
+    """Stop `server` `after` seconds from now, start it again `duration` seconds later; the
+    moments (time.monotonic) go `into` "down" and "up"."""
+    time.sleep(after)
+    server.stop()
+    into["down"] = time.monotonic()
+    time.sleep(duration)
+    server.start()
+    into["up"] = time.monotonic()
+
+
+async def redis_outage(profile: Profile = "short") -> ScenarioResult:
+    """(6) Redis (append-only, as parked requests need) is stopped and restarted mid-run while
+    both providers are down for a while: the gateway keeps serving on local state, deferrals
+    made while Redis is away spill to the local spool, the spill is carried into Redis once it
+    is back, and everything parked (before, during and after the outage) is replayed."""
+    load = _load(profile, 5.0, 60.0)
+    span, start = load.duration, 0.5
+    f_down = (start + 0.1 * span, 0.25 * span)  # with p down: calls park
+    redis_down = (start + 0.2 * span, 0.3 * span)  # parks go to Redis, then to the spill
+    with (
+        Simulator() as sim,
+        tempfile.TemporaryDirectory() as tmp,
+        RedisServer(appendonly=True) as server,
+    ):
+        effects = _serve(sim)
+        mapping = processes.config_mapping(sim, Path(tmp), redis_url=server.url, timeout=2.0)
+        dead: list[DeadLettered] = []
+        moments: dict[str, float] = {}
+        with Gateway(settings_from_mapping(mapping), ops=False) as gw:
+            backend = gw.deferral
+            assert isinstance(backend, RedisBackend)
+            gw.events.subscribe(lambda event: _collect(event, DeadLettered, dead))
+            stop = asyncio.Event()
+            replaying = asyncio.create_task(_replay_through_outages(backend.replayer, stop))
+            sim.inject(Fault.status(503), prefix="/p/", after=start, duration=0.6 * span)
+            sim.inject(Fault.status(503), prefix="/f/", after=f_down[0], duration=f_down[1])
+            outage = threading.Thread(target=_outage, args=(server, *redis_down, moments))
+            outage.start()
+            records = await drive(gw, load, "redis")
+            await asyncio.to_thread(outage.join)
+            deferred = {r.key for r in records if r.status == "deferred"}
+
+            def settled() -> bool:
+                left = backend.spill.stats()
+                return (
+                    deferred <= effects.keys()
+                    and left["ready"] + left["leased"] == 0
+                    and processes.pending(backend.redis) == 0
+                )
+
+            drained = await asyncio.to_thread(
+                _wait_for, settled, 30.0 if profile == "short" else 120
+            )
+            stop.set()
+            await replaying
+            spilled = backend.spilled
+            letters = _dead_letters(backend.redis)
+        result = tally("redis-outage", sim, effects, records)
+        down, up = moments.get("down", math.inf), moments.get("up", math.inf)
+        result.details.update(
+            redis_down_s=round(up - down, 2) if up < math.inf else None,
+            parked_in_redis_before_stop=sum(
+                r.status == "deferred" and r.started + r.latency < down for r in records
+            ),
+            spilled_to_spool=spilled,
+            served_while_redis_down=sum(
+                r.status == "delivered" and down <= r.started < up for r in records
+            ),
+            dead_lettered=dict(Counter(event.reason for event in dead)),
+            dead_letters=letters,
+        )
+        result.check(bool(deferred), "no call was deferred (the outage did not bite)")
+        result.check(spilled > 0, "no deferral spilled to the spool while Redis was down")
+        result.check(
+            result.details["parked_in_redis_before_stop"] > 0,
+            "nothing was parked in Redis before it stopped (its restart was not tested)",
+        )
+        result.check(
+            result.details["served_while_redis_down"] > 0, "nothing was served while Redis was down"
+        )
+        result.check(drained, "spill or Redis queue not drained, or deferred calls not replayed")
+        result.check(result.replayed == result.deferred, "not every deferred call was replayed")
+        result.check(not dead, f"dead-lettered: {result.details['dead_lettered']}")
+        result.check(result.failed == 0, f"{result.failed} call(s) neither served nor deferred")
+        return result
+
+
+async def worker_killed(profile: Profile = "short") -> ScenarioResult:
+    """(7) Calls park in Redis under load; a replay worker (`resilient worker` in its own
+    process) is killed with SIGKILL mid-drain; another worker finishes. Nothing is lost, and
+    nothing takes effect twice: a request in flight at the kill is sent again with its key.
+    The short profile kills a `--burst` worker (the replay loop alone); the long one an RQ
+    worker, whose job's running mark must expire before another worker takes over."""
+    load = _load(profile, 2.0, 20.0)
+    killed_kind = "rq" if profile == "long" else "burst"
+    wait = 60.0 if profile == "short" else 300.0
+    with (
+        Simulator() as sim,
+        tempfile.TemporaryDirectory() as tmp,
+        RedisServer() as server,
+    ):
+        effects = _serve(sim)
+        folder = Path(tmp)
+        config = processes.write_config(
+            folder / "resilient.yaml", processes.config_mapping(sim, folder, redis_url=server.url)
+        )
+        outage = [sim.inject(Fault.status(503), prefix=p) for p in ("/p/", "/f/")]
+        with Gateway(load_settings(config), ops=False) as gw:
+            records = await drive(gw, load, "kill")
+        for fault in outage:
+            fault.clear()
+        sim.inject(Fault.latency(0.05), prefix="/p/")  # a drain slow enough to be cut
+        deferred = {r.key for r in records if r.status == "deferred"}
+
+        def delivered() -> int:
+            return len(deferred & effects.keys())
+
+        first = processes.worker(
+            config, folder / "worker-1.log", *([] if killed_kind == "rq" else ["--burst"])
+        )
+        cut = await asyncio.to_thread(_wait_for, lambda: delivered() >= len(deferred) // 4, wait)
+        processes.kill(first)
+        killed_at, at_kill = time.monotonic(), delivered()
+        second = processes.worker(config, folder / "worker-2.log")
+        store = RedisStore.from_url(server.url)
+        try:
+            finished = await asyncio.to_thread(
+                _wait_for,
+                lambda: delivered() == len(deferred) and processes.pending(store) == 0,
+                wait,
+            )
+            dead = int(store.stats()["dead"])
+        finally:
+            processes.stop(second)
+            store.close()
+        result = tally("worker-kill", sim, effects, records)
+        resent = result.details["resent_same_key"]
+        result.details.update(
+            killed=f"{killed_kind} worker, exit {first.returncode}",
+            parked=len(deferred),
+            delivered_before_kill=at_kill,
+            dead_lettered=dead,
+        )
+        logs = "\n".join(processes.tail(folder / f"worker-{n}.log") for n in (1, 2))
+        result.check(bool(deferred), "no call was deferred")
+        result.check(
+            cut and 0 < at_kill < len(deferred), f"not killed mid-drain: {at_kill}\n{logs}"
+        )
+        result.check(finished, f"the second worker did not finish the drain\n{logs}")
+        result.check(result.replayed == result.deferred, "not every deferred call was replayed")
+        result.check(dead == 0, f"{dead} request(s) dead-lettered")
+        # Only what the killed worker sent in its last moments goes again: requests in flight
+        # (at most its concurrency) and outcomes not yet written (group commit writes within
+        # milliseconds): bounded by what it sent in its last second.
+        last_second = sum(
+            killed_at - 1.0 <= r.received_at <= killed_at for r in sim.requests(prefix="/p/")
+        )
+        concurrency = inspect.signature(Replayer).parameters["concurrency"].default
+        bound = max(concurrency, last_second)
+        result.details["resend_bound"] = bound
+        result.check(
+            resent <= bound, f"{resent} requests sent again > {bound} sent in the last 1 s"
+        )
+        return result
+
+
+def _run_until_killed(
+    app: subprocess.Popen[str], min_deferred: int, limit: float
+) -> tuple[list[CallRecord], bool]:
+    """Read the application's call records as they come; SIGKILL it the moment a call returns
+    `deferred` once `min_deferred` calls have. Returns every record it printed (those that came
+    out before the kill landed too) and whether it was killed that way (else after `limit`)."""
+    records: list[CallRecord] = []
+    deferred, killed = 0, False
+    watchdog = threading.Timer(limit, processes.kill, (app,))
+    watchdog.start()
+    try:
+        assert app.stdout is not None
+        for line in app.stdout:
+            record = CallRecord.from_line(line)
+            records.append(record)
+            deferred += record.status == "deferred"
+            if not killed and record.status == "deferred" and deferred >= min_deferred:
+                processes.kill(app)
+                killed = True
+    finally:
+        watchdog.cancel()
+        processes.kill(app)  # already dead unless reading failed
+    return records, killed
+
+
+def _crash_and_recover(
+    sim: Simulator, effects: Effects, folder: Path, redis_url: str | None, min_deferred: int
+) -> tuple[list[CallRecord], dict[str, Any], list[str]]:
+    """One application killed right after a call returned `deferred` (both providers down);
+    then, providers back, a new gateway (embedded spool) or a `resilient worker --burst`
+    (Redis) delivers what it parked. Returns its records, details and violations."""
+    folder.mkdir()
+    tag = f"crash-{folder.name}"
+    mapping = processes.config_mapping(sim, folder, redis_url=redis_url)
+    config = processes.write_config(folder / "resilient.yaml", mapping)
+    outage = [sim.inject(Fault.status(503), prefix=p) for p in ("/p/", "/f/")]
+    records, killed = _run_until_killed(
+        processes.app(config, tag, folder / "app.log"), min_deferred, limit=60.0
+    )
+    reported = {r.key for r in records if r.status == "deferred"}
+    store: Store = (
+        RedisStore.from_url(redis_url) if redis_url else Spool(mapping["gateway"]["spool_path"])
+    )
+    problems: list[str] = []
+    try:
+        missing = reported - processes.parked_operations(store)
+        for fault in outage:
+            fault.clear()
+
+        def delivered() -> bool:
+            return reported <= effects.keys() and processes.pending(store) == 0
+
+        end = time.monotonic() + 60.0
+        if redis_url:
+            while not delivered() and time.monotonic() < end:
+                processes.burst(config, folder / "worker.log")
+        else:
+            with Gateway(load_settings(config), ops=False):
+                _wait_for(delivered, end - time.monotonic())
+        done, dead = delivered(), int(store.stats()["dead"])
+    finally:
+        store.close()
+    if not killed:
+        problems.append(
+            f"{tag}: never deferred {min_deferred} calls\n{processes.tail(folder / 'app.log')}"
+        )
+    if missing:
+        problems.append(f"{tag}: {len(missing)} deferred call(s) not in the store after the kill")
+    if not done:
+        problems.append(
+            f"{tag}: parked requests not delivered\n{processes.tail(folder / 'worker.log')}"
+        )
+    if dead:
+        problems.append(f"{tag}: {dead} request(s) dead-lettered")
+    details = {
+        "calls": len(records),
+        "deferred_before_kill": len(reported),
+        "missing_after_kill": len(missing),
+        "dead_lettered": dead,
+    }
+    return records, details, problems
+
+
+async def app_killed(profile: Profile = "short") -> ScenarioResult:
+    """(8) The application process (`python -m chaos.app`, traffic while both providers are
+    down) is killed with SIGKILL right after a call returned `deferred`: every call it was told
+    was deferred is still parked, and is delivered once providers recover: by a new gateway
+    over the same SQLite spool, and by a worker from Redis."""
+    min_deferred = 50 if profile == "short" else 1000
+    with (
+        Simulator() as sim,
+        tempfile.TemporaryDirectory() as tmp,
+        RedisServer() as server,
+    ):
+        effects = _serve(sim)
+        records: list[CallRecord] = []
+        details: dict[str, Any] = {}
+        problems: list[str] = []
+        for variant, redis_url in (("spool", None), ("redis", server.url)):
+            ran, details[variant], found = await asyncio.to_thread(
+                _crash_and_recover, sim, effects, Path(tmp) / variant, redis_url, min_deferred
+            )
+            records += ran
+            problems += found
+        sent = {r.key for r in records}
+        acted = effects.keys()  # an Effects, not a dict: keys() is a fresh set
+        in_flight = {key for key in acted if key.startswith("crash-") and key not in sent}
+        result = tally("app-kill", sim, effects, records, in_flight=in_flight)
+        result.details.update(details, in_flight_at_kill_delivered=len(in_flight))
+        for problem in problems:
+            result.check(False, problem)
+        result.check(result.deferred > 0, "no call was deferred")
+        result.check(result.replayed == result.deferred, "not every deferred call was delivered")
+        result.check(result.failed == 0, f"{result.failed} call(s) neither served nor deferred")
+        return result
+
+
 async def slow_provider(profile: Profile = "short") -> ScenarioResult:
     """(9) The primary answers, but slower than its slow-call threshold: counted unhealthy, its
     breaker opens and calls fail over."""
@@ -570,7 +1082,11 @@ SCENARIOS: dict[str, Callable[[Profile], Coroutine[Any, Any, ScenarioResult]]] =
     "429-retry-after": rate_limit_storm_retry_after,
     "429-no-hint": rate_limit_storm_bare,
     "silent-provider": silent_provider,
+    "connection-reset": connection_reset,
     "flapping": flapping_provider,
+    "redis-outage": redis_outage,
+    "worker-kill": worker_killed,
+    "app-kill": app_killed,
     "slow-provider": slow_provider,
 }
 

@@ -18,7 +18,7 @@ import httpx
 from providers import cross_channel
 from providers.models import Charge, Email, Post, Sms
 from resilient.deferral import register_operation
-from resilient.errors import ChainExhausted, DeadlineExceeded, ResilientError
+from resilient.errors import ChainExhausted, DeadlineExceeded, InvalidRequest, ResilientError
 from resilient.policy.classify import Verdict
 from resilient.registry import FacadeKinds, register_facade
 from resilient.result import Result
@@ -149,6 +149,17 @@ for _kind in MODELS:
     register_operation(_kind, _decoder(_kind))
 
 
+def _operation(facade: Any, model: Any) -> ModelOperation:
+    """The operation for `model`, once it is the facade's model: anything else would fail
+    inside an adapter, or run on the wrong capability's providers."""
+    expected = MODELS[facade.kind]
+    if not isinstance(model, expected):
+        raise InvalidRequest(
+            f"{facade.capability}: expected a {expected.__name__}, got {type(model).__name__}"
+        )
+    return ModelOperation(model)
+
+
 def _receipt(
     gateway: Gateway, op: ModelOperation, result: Result[httpx.Response]
 ) -> Result[Receipt]:
@@ -165,6 +176,8 @@ def _receipt(
 
 
 class _Facade:
+    kind: str  # the model's capability: "email", "sms", "payments" or "social"
+
     def __init__(self, gateway: Gateway, capability: str) -> None:
         self._gateway = gateway
         self.capability = capability
@@ -172,7 +185,7 @@ class _Facade:
     async def _run(
         self, model: Any, defer: bool | None, deadline: float | None, only: list[str] | None = None
     ) -> Result[Receipt]:
-        op = ModelOperation(model)
+        op = _operation(self, model)
         result = await self._gateway.acall(
             self.capability, op, defer=defer, deadline=deadline, providers=only
         )
@@ -180,6 +193,8 @@ class _Facade:
 
 
 class _SyncFacade:
+    kind: str
+
     def __init__(self, gateway: Gateway, capability: str) -> None:
         self._gateway = gateway
         self.capability = capability
@@ -187,7 +202,7 @@ class _SyncFacade:
     def _run(
         self, model: Any, defer: bool | None, deadline: float | None, only: list[str] | None = None
     ) -> Result[Receipt]:
-        op = ModelOperation(model)
+        op = _operation(self, model)
         result = self._gateway.call(
             self.capability, op, defer=defer, deadline=deadline, providers=only
         )
@@ -242,20 +257,26 @@ class _SyncMessaging(_SyncFacade):
 class EmailFacade(_Messaging):
     """`gw.email.send(Email(...), fallback_to="+15550100")`."""
 
+    kind = "email"
+
 
 class SyncEmailFacade(_SyncMessaging):
-    pass
+    kind = "email"
 
 
 class SmsFacade(_Messaging):
     """`gw.sms.send(Sms(...), fallback_to="ada@example.com")`."""
 
+    kind = "sms"
+
 
 class SyncSmsFacade(_SyncMessaging):
-    pass
+    kind = "sms"
 
 
 class PaymentsFacade(_Facade):
+    kind = "payments"
+
     async def charge(
         self, charge: Charge, *, defer: bool | None = None, deadline: float | None = None
     ) -> Result[Receipt]:
@@ -264,6 +285,8 @@ class PaymentsFacade(_Facade):
 
 
 class SyncPaymentsFacade(_SyncFacade):
+    kind = "payments"
+
     def charge(
         self, charge: Charge, *, defer: bool | None = None, deadline: float | None = None
     ) -> Result[Receipt]:
@@ -271,6 +294,8 @@ class SyncPaymentsFacade(_SyncFacade):
 
 
 class SocialFacade(_Facade):
+    kind = "social"
+
     async def post(
         self, post: Post, *, defer: bool | None = None, deadline: float | None = None
     ) -> Result[Receipt]:
@@ -279,6 +304,8 @@ class SocialFacade(_Facade):
 
 
 class SyncSocialFacade(_SyncFacade):
+    kind = "social"
+
     def post(
         self, post: Post, *, defer: bool | None = None, deadline: float | None = None
     ) -> Result[Receipt]:

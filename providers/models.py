@@ -17,8 +17,8 @@ from resilient.errors import InvalidRequest
 
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 _NAMED = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<address>[^<>]+)>\s*$")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_CURRENCY = re.compile(r"^[a-z]{3}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}\Z")  # \Z: `$` would let a trailing newline through
+_CURRENCY = re.compile(r"^[a-z]{3}\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
@@ -44,10 +44,15 @@ def _address(model: str, field_name: str, value: object) -> str:
     return value
 
 
+def _sequence(model: str, field_name: str, value: object, items: str) -> tuple[object, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise _fail(model, field_name, f"expected a list of {items}")
+    return tuple(value)
+
+
 def _addresses(model: str, field_name: str, value: object) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise _fail(model, field_name, "expected a list of email addresses")
-    return tuple(_address(model, field_name, item) for item in value)
+    items = _sequence(model, field_name, value, "email addresses")
+    return tuple(_address(model, field_name, item) for item in items)
 
 
 def _text(model: str, field_name: str, value: object, *, limit: int, single_line: bool) -> str:
@@ -69,6 +74,8 @@ def _mapping(model: str, field_name: str, value: object) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, (str, int, float, bool)):
             raise _fail(model, field_name, "expected a mapping of text to text")
+        if _CONTROL.search(str(item)):
+            raise _fail(model, field_name, "a value contains control characters")
         out[_text(model, field_name, key, limit=200, single_line=True)] = str(item)
     return out
 
@@ -137,8 +144,9 @@ class Email(_Model):
             raise _fail("Email", "text", "give text, html, or both")
         for name in ("text", "html"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise _fail("Email", name, f"expected text, got {type(value).__name__}")
+            if value is not None:
+                _text("Email", name, value, limit=MAX_EMAIL_BYTES, single_line=False)
+        _sequence("Email", "attachments", self.attachments, "attachments")
         attachments = tuple(self.attachments)
         if any(not isinstance(a, Attachment) for a in attachments):
             raise _fail("Email", "attachments", "expected Attachment objects")
@@ -152,7 +160,10 @@ class Email(_Model):
         s(
             self,
             "tags",
-            tuple(_text("Email", "tags", t, limit=128, single_line=True) for t in self.tags),
+            tuple(
+                _text("Email", "tags", t, limit=128, single_line=True)
+                for t in _sequence("Email", "tags", self.tags, "tags")
+            ),
         )
         s(self, "metadata", _mapping("Email", "metadata", self.metadata))
         s(self, "idempotency_key", _key("Email", self.idempotency_key))
@@ -265,6 +276,8 @@ class Post(_Model):
         text = _text("Post", "text", self.text, limit=MAX_POST_CHARS, single_line=False)
         if not text.strip():
             raise _fail("Post", "text", "empty post")
-        if self.link is not None and not re.match(r"^https?://\S+$", self.link):
+        if self.link is not None and (
+            not isinstance(self.link, str) or not re.match(r"^https?://\S+\Z", self.link)
+        ):
             raise _fail("Post", "link", f"expected an http(s) URL, got {self.link!r}")
         object.__setattr__(self, "idempotency_key", _key("Post", self.idempotency_key))

@@ -9,9 +9,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from queues.backend import EmbeddedBackend, RedisBackend
 from queues.replayer import worker_settings
@@ -64,8 +67,31 @@ def _gateway(args: argparse.Namespace) -> tuple[Gateway, EmbeddedBackend | Redis
     return gateway, backend
 
 
+@contextmanager
+def _redis_said(gateway: Gateway) -> Iterator[None]:
+    """A Redis error (refused, wrong password, no TLS) as one clear line: where, and what Redis
+    said; never the URL itself, which may carry the password."""
+    try:
+        import redis
+    except ImportError:  # no Redis client installed, so no Redis errors to word
+        yield
+        return
+    try:
+        yield
+    except redis.RedisError as exc:
+        url = urlsplit(gateway.settings.redis_url or "")
+        raise ResilientError(f"Redis at {url.hostname}:{url.port}: {exc}") from None
+
+
 def _worker(args: argparse.Namespace) -> int:
     gateway, backend = _gateway(args)
+    with _redis_said(gateway):
+        return _work(args, gateway, backend)
+
+
+def _work(
+    args: argparse.Namespace, gateway: Gateway, backend: EmbeddedBackend | RedisBackend
+) -> int:
     if isinstance(backend, RedisBackend) and not args.burst:
         return _rq_worker(args, gateway, backend)
     replayer = backend.replayer
@@ -123,7 +149,8 @@ def _rq_worker(args: argparse.Namespace, gateway: Gateway, backend: RedisBackend
 def _queue(args: argparse.Namespace) -> int:
     gateway, backend = _gateway(args)
     try:
-        return _queue_verb(args, gateway, backend.store)
+        with _redis_said(gateway):
+            return _queue_verb(args, gateway, backend.store)
     finally:
         gateway.close()
 

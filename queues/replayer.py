@@ -192,18 +192,31 @@ class Replayer:
             return {"dead": [(history, "rejected by provider")]}
         except AmbiguousOutcome as exc:
             ramp.restart()  # often the drain itself outran the provider (or us): slow down
-            reason = "ambiguous outcome: may have been delivered; reconcile before redriving"
-            return {"dead": [(request.with_attempts(exc.attempts, replayed=True), reason)]}
+            updated = request.with_attempts(exc.attempts, replayed=True)
+            if not self._safe_to_repeat(op, exc):
+                reason = "ambiguous outcome: may have been delivered; reconcile before redriving"
+                return {"dead": [(updated, reason)]}
+            return self._later(updated, now)  # its key makes a repeat a no-op if it was done
         except CallFailed as exc:
             ramp.restart()
-            updated = request.with_attempts(exc.attempts, replayed=True)
-            if updated.tries >= self.max_tries:
-                return {"dead": [(updated, f"not delivered after {updated.tries} replays")]}
-            low, high = self.retry_delay
-            return {"later": [(updated, now + min(high, low * 2.0 ** (updated.tries - 1)))]}
+            return self._later(request.with_attempts(exc.attempts, replayed=True), now)
         except ResilientError as exc:
             return {"dead": [(request, f"cannot replay: {exc}")]}
         return {"delivered": [request.id]}
+
+    def _later(self, updated: DeferredRequest, now: float) -> dict[str, Any]:
+        """Due again after a backoff, or a dead letter once it has had `max_tries` replays."""
+        if updated.tries >= self.max_tries:
+            return {"dead": [(updated, f"not delivered after {updated.tries} replays")]}
+        low, high = self.retry_delay
+        return {"later": [(updated, now + min(high, low * 2.0 ** (updated.tries - 1)))]}
+
+    def _safe_to_repeat(self, op: Any, exc: AmbiguousOutcome) -> bool:
+        """Whether the provider that may have acted honours the operation's idempotency key,
+        so a repeat cannot do it twice."""
+        last = exc.attempts[-1].provider if exc.attempts else None
+        provider = self.gateway.providers.get(last or "")
+        return provider is not None and bool(op.idempotent_on(provider))
 
     def _dead_letter(self, capability: str, deferral_id: str, reason: str) -> None:
         events = self.gateway.events

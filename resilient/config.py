@@ -25,7 +25,7 @@ import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -207,8 +207,11 @@ class _Gateway(_Table):
     def _redis_url(cls, value: str | None) -> str | None:
         if not value:
             return None
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        url = urlsplit(value)
+        if url.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("expected a redis://, rediss:// or unix:// URL, or nothing")
+        if url.password:
+            Secret(unquote(url.password))  # masked in every log line, as API keys are
         return value
 
 

@@ -115,7 +115,7 @@ class AlertSettings:
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     source: str = "<defaults>"
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
     spool_path: str = ".resilient/spool.db"
     encryption_key: Secret | None = None  # Fernet key: parked payloads unreadable without it
     overrides_path: str = ".resilient/overrides.json"  # live ops overrides when no Redis

@@ -13,6 +13,7 @@ import pytest
 from queues.spool import Spool
 from queues.store import DEAD
 from resilient import ChainExhausted, FatalError, InvalidRequest, Secret
+from resilient.config import settings_from_mapping
 from resilient.gateway import Gateway
 from resilient.settings import BreakerSettings, CapabilitySettings, GatewaySettings
 from resilient.telemetry import DeadLettered
@@ -225,3 +226,38 @@ def test_encryption_key_in_config_makes_the_spool_unreadable_without_it(
     assert key not in repr(settings)
     with pytest.raises(Exception, match="encryption_key"):
         settings_from_mapping({"gateway": {"encryption_key": "not-a-key"}})
+
+
+def test_a_replay_that_ends_ambiguous_is_tried_again_when_a_repeat_is_safe(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A replay whose attempts all time out may have acted; with an idempotency key its
+    provider honours, repeating it cannot act twice, so it is rescheduled (and delivered
+    once), not dead-lettered for an operator."""
+    settings = settings_from_mapping(
+        {
+            "gateway": {"spool_path": str(tmp_path / "spool.db")},
+            "providers": {
+                "a": {
+                    "kind": "http",
+                    "base_url": sim.url("/a"),
+                    "timeout": {"connect": "300ms", "read": "300ms", "attempt": "300ms"},
+                    "retry": {"attempts": 2, "backoff": "10ms..20ms"},
+                    "breaker": {"min_calls": 1000},
+                }
+            },
+            "capabilities": {"http": {"chain": ["a"], "defer": True, "timeout": "2s"}},
+        }
+    )
+    down = sim.inject(Fault.status(503), prefix="/a")
+    with Gateway(settings, background_replay=False, ops=False) as gw:
+        parked = gw.sync.http.request(
+            "POST", "/v1/m", json={}, headers={"Idempotency-Key": "op-amb"}
+        )
+        assert parked.status == "deferred"
+    down.clear()
+    sim.inject(Fault.hang(), prefix="/a", times=2)  # the first replay: two silent attempts
+    with Gateway(settings, ops=False) as gw:
+        wait_until(lambda: bool(sim.effects(prefix="/a")), timeout=15.0)
+        assert gw.deferral.store.entries(DEAD) == []
+    assert [r.idempotency_key for r in sim.effects(prefix="/a")] == ["op-amb"]

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from providers.models import _CONTROL
 from resilient.errors import FatalError, InvalidRequest
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -83,30 +84,53 @@ class ChatRequest:
         max_tokens: int | None,
         tools: Sequence[Mapping[str, Any]] | None,
     ) -> ChatRequest:
-        if not model:
-            raise InvalidRequest("chat: a model name is required")
-        if isinstance(messages, (str, bytes)) or not messages:
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest(f"chat: a model name is required, got {model!r}")
+        if not _is_list(messages) or not messages:
             raise InvalidRequest("chat: messages must be a non-empty list")
         checked = tuple(_message(m) for m in messages)
-        if max_tokens is not None and max_tokens < 1:
-            raise InvalidRequest(f"chat: max_tokens must be at least 1, got {max_tokens}")
-        if temperature is not None and not 0 <= temperature <= 2:
-            raise InvalidRequest(f"chat: temperature must be within 0..2, got {temperature}")
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
+            raise InvalidRequest(
+                f"chat: max_tokens must be a whole number >= 1, got {max_tokens!r}"
+            )
+        if temperature is not None and (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not 0 <= temperature <= 2
+        ):
+            raise InvalidRequest(f"chat: temperature must be within 0..2, got {temperature!r}")
+        if tools is not None and not _is_list(tools):
+            raise InvalidRequest(f"chat: tools must be a list, got {type(tools).__name__}")
         return cls(checked, model, temperature, max_tokens, tuple(_tool(t) for t in tools or ()))
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
 def _message(message: Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(message, Mapping):
         raise InvalidRequest(f"chat: a message must be a mapping, got {type(message).__name__}")
     role = message.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         raise InvalidRequest(f"chat: unknown message role {role!r}; expected one of {_ROLES}")
     if role == "tool" and not message.get("tool_call_id"):
         raise InvalidRequest("chat: a tool message needs the tool_call_id it answers")
     calls = message.get("tool_calls")
+    content = message.get("content")
+    if content is None and calls is None:
+        raise InvalidRequest(f"chat: a {role} message needs its content")
+    if content is not None and not isinstance(content, str):
+        raise InvalidRequest(f"chat: content must be text, got {type(content).__name__}")
+    if content and _CONTROL.search(content):
+        raise InvalidRequest("chat: content contains control characters")
     if calls is not None:
         if role != "assistant":
             raise InvalidRequest("chat: only an assistant message carries tool_calls")
+        if not _is_list(calls):
+            raise InvalidRequest(f"chat: tool_calls must be a list, got {type(calls).__name__}")
         return {**message, "tool_calls": [tool_call(c) for c in calls]}
     return dict(message)
 
@@ -115,6 +139,8 @@ def tool_call(call: ToolCall | Mapping[str, Any]) -> ToolCall:
     """A ToolCall from one, or from its fields (OpenAI's `function` wrapper accepted)."""
     if isinstance(call, ToolCall):
         return call
+    if not isinstance(call, Mapping):
+        raise InvalidRequest(f"chat: a tool call must be a mapping, got {type(call).__name__}")
     fields = call.get("function", call)
     name, call_id = fields.get("name"), call.get("id")
     if not name or not call_id:
