@@ -154,6 +154,23 @@ async def test_fails_over_after_the_first_silent_attempt(
     assert elapsed < 0.9  # one attempt timeout (300 ms), not three
 
 
+async def test_a_reset_before_headers_is_retried_then_failed_over(
+    simulator: Simulator, llms: tuple[OpenAIState, AnthropicState], mode: str
+) -> None:
+    """A connection reset before any answer: retried on openai (a chat can be asked again),
+    then, still reset, failed over: served by anthropic after every openai attempt."""
+    _, anthropic = llms
+    reset = simulator.inject(Fault.reset(), prefix="/openai")
+    gw = gateway(simulator)
+    try:
+        result = await chat(gw, mode)
+    finally:
+        await gw.aclose()
+    served_by_anthropic(result, anthropic)
+    assert reset.hits == 3  # every configured attempt, then the next provider
+    assert [a.provider for a in result.attempts] == ["openai"] * 3 + ["anthropic"]
+
+
 async def test_a_429_longer_than_the_deadline_fails_over_at_once(
     simulator: Simulator, llms: tuple[OpenAIState, AnthropicState], mode: str
 ) -> None:
