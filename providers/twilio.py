@@ -36,6 +36,7 @@ from twilio.http.response import Response
 from twilio.rest import Client as TwilioClient
 
 from providers._sdk import KINDS, AsyncBridgeClients, bridge_client, configured, provider_runtime
+from providers.adapter import basic_auth
 from resilient.gateway import Gateway
 from resilient.runtime import ProviderRuntime
 
@@ -67,13 +68,12 @@ class _Request:
         target = _rebased(url, runtime.settings.base_url)
         if params:  # encoded as requests does: httpx's own encoding differs (spaces, for one)
             target += ("&" if urlsplit(target).query else "?") + urlencode(params, doseq=True)
-        self.kwargs: dict[str, Any] = {
-            "method": method.upper(),
-            "url": target,
-            "headers": headers,
-            "auth": auth,
-            "follow_redirects": allow_redirects,
-        }
+        # Auth as its header and redirects only when asked: the request is then complete, and
+        # the lean client sends it without httpx's auth and redirect flows.
+        sent = {**(headers or {}), "Authorization": basic_auth(*auth)} if auth else headers
+        self.kwargs: dict[str, Any] = {"method": method.upper(), "url": target, "headers": sent}
+        if allow_redirects:
+            self.kwargs["follow_redirects"] = True
         if timeout is not None:
             self.kwargs["timeout"] = timeout
         as_json = bool(headers and headers.get("Content-Type") in _JSON_TYPES)
@@ -83,7 +83,7 @@ class _Request:
             self.kwargs["content"] = urlencode(data, doseq=True).encode()
             if not (headers and "Content-Type" in headers):
                 self.kwargs["headers"] = {
-                    **(headers or {}),
+                    **(sent or {}),
                     "Content-Type": "application/x-www-form-urlencoded",
                 }
         self.recorded = TwilioRequest(

@@ -7,8 +7,8 @@ body to time it, copies cookies into the client's jar and formats a log line per
 190 µs of CPU per async call here, more than the whole resilience pipeline. These clients send
 straight to the transport instead. What changes for callers: no cookie jar carried from one
 provider call to the next (API clients should not carry one) and no `httpx` INFO log line per
-request (the gateway's own events say more). Anything else (an auth, a redirect policy asked
-for on the call) takes httpx's full path.
+request (the gateway's own events say more). Anything else (an auth or a redirect policy,
+on the call or on the client, or event hooks) takes httpx's full path.
 """
 
 from __future__ import annotations
@@ -17,6 +17,19 @@ from typing import Any
 
 import httpx
 from httpx._client import USE_CLIENT_DEFAULT, ClientState  # httpx is pinned below 0.29
+
+
+def _lean(client: httpx.Client | httpx.AsyncClient, auth: Any, follow_redirects: Any) -> bool:
+    """Whether nothing but the transport is needed: no auth, redirects or hooks anywhere."""
+    hooks = client._event_hooks
+    return (
+        auth is USE_CLIENT_DEFAULT
+        and follow_redirects is USE_CLIENT_DEFAULT
+        and client._auth is None
+        and not client.follow_redirects
+        and not hooks["request"]
+        and not hooks["response"]
+    )
 
 
 def _opened(client: httpx.Client | httpx.AsyncClient) -> None:
@@ -34,7 +47,7 @@ class LeanClient(httpx.Client):
         auth: Any = USE_CLIENT_DEFAULT,
         follow_redirects: Any = USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
-        if auth is not USE_CLIENT_DEFAULT or follow_redirects is not USE_CLIENT_DEFAULT:
+        if not _lean(self, auth, follow_redirects):
             return super().send(
                 request, stream=stream, auth=auth, follow_redirects=follow_redirects
             )
@@ -60,7 +73,7 @@ class LeanAsyncClient(httpx.AsyncClient):
         auth: Any = USE_CLIENT_DEFAULT,
         follow_redirects: Any = USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
-        if auth is not USE_CLIENT_DEFAULT or follow_redirects is not USE_CLIENT_DEFAULT:
+        if not _lean(self, auth, follow_redirects):
             return await super().send(
                 request, stream=stream, auth=auth, follow_redirects=follow_redirects
             )

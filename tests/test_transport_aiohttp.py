@@ -309,3 +309,26 @@ async def test_a_small_answer_is_read_with_its_headers(simulator: Simulator) -> 
         assert json.loads(await response.aread()) == {"ok": True}
     finally:
         await transport.aclose()
+
+
+def test_a_lean_client_set_to_follow_redirects_or_with_hooks_still_does(
+    simulator: Simulator,
+) -> None:
+    """Client-level settings keep httpx's full path: its redirect policy, auth and hooks."""
+    simulator.route("GET", "/old", lambda r: SimResponse(302, {"location": "/new"}))
+    simulator.route("GET", "/new", lambda r: SimResponse(200, {}, b"moved"))
+    seen: list[str] = []
+    with LeanClient(
+        follow_redirects=True, event_hooks={"request": [lambda r: seen.append("h")]}
+    ) as client:
+        answer = client.send(client.build_request("GET", simulator.url("/old")))
+    assert answer.content == b"moved" and seen == ["h", "h"]
+    with LeanClient(auth=("user", "pw")) as client:
+        simulator.route(
+            "GET", "/who", lambda r: SimResponse(200, {}, r.headers["authorization"].encode())
+        )
+        assert client.send(client.build_request("GET", simulator.url("/who"))).content.startswith(
+            b"Basic "
+        )
+    with LeanClient() as client:  # the lean path: the redirect is the answer
+        assert client.send(client.build_request("GET", simulator.url("/old"))).status_code == 302

@@ -90,6 +90,7 @@ class Pair:
     libraries: str  # the HTTP library each side sends with (the row's note)
     needs: tuple[str, ...]
     library: str | None = None  # the official side's HTTP library, when it is not httpx
+    async_client: str | None = None  # ours sends with this ([gateway] async_client), if set
 
     @property
     def spec(self) -> RowSpec:
@@ -134,9 +135,9 @@ PAIRS = (
         "async",
         "messages.create_async",
         "twilio.rest.Client",
-        "official: AsyncTwilioHttpClient (aiohttp); ours: httpx",
+        'official: AsyncTwilioHttpClient (aiohttp); ours: aiohttp too (async_client = "aiohttp")',
         ("twilio", "aiohttp"),
-        "aiohttp",
+        async_client="aiohttp",
     ),
     Pair(
         "sendgrid",
@@ -150,7 +151,7 @@ PAIRS = (
 )
 
 
-def sdk_gateway(base_url: str) -> Gateway:
+def sdk_gateway(base_url: str, async_client: str | None = None) -> Gateway:
     """One provider per SDK, each of its own kind, on its simulator prefix, with the policies of
     every other item's gateway and credentials in config (what the drop-in clients read)."""
     credentials: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -168,7 +169,13 @@ def sdk_gateway(base_url: str) -> Gateway:
         )
         for name, (suffix, key, options) in credentials.items()
     }
-    return Gateway(GatewaySettings(source="<benchmarks: sdk clients>", providers=providers))
+    return Gateway(
+        GatewaySettings(
+            source="<benchmarks: sdk clients>",
+            providers=providers,
+            async_client="aiohttp" if async_client == "aiohttp" else None,
+        )
+    )
 
 
 # -- the pairs, sync ------------------------------------------------------------------------
@@ -424,10 +431,13 @@ def _sync(cfg: Config, base_url: str, gw: Gateway, pair: Pair) -> Row:
     return _row(pair, stats)
 
 
-async def _async(cfg: Config, base_url: str, gw: Gateway, pairs: list[Pair]) -> list[Row]:
+async def _async(
+    cfg: Config, base_url: str, gateways: dict[str | None, Gateway], pairs: list[Pair]
+) -> list[Row]:
     calls, rounds, warmup = _shape(cfg)
     rows = []
     for pair in pairs:
+        gw = gateways[pair.async_client]
         async with AsyncExitStack() as stack:
             official, ours = await stack.enter_async_context(ASYNC[pair.sdk](base_url, gw))
             subjects = {"official": official, "ours": ours}
@@ -450,12 +460,14 @@ def run(cfg: Config) -> list[Row]:
             ready.append(pair)
     with fixtures.simulator_process() as sim:
         gw = sdk_gateway(sim.base_url)
+        aio = sdk_gateway(sim.base_url, "aiohttp")
         try:
             rows += [_sync(cfg, sim.base_url, gw, p) for p in ready if p.mode == "sync"]
             waiting = [p for p in ready if p.mode == "async"]
-            rows += asyncio.run(_async(cfg, sim.base_url, gw, waiting))
+            rows += asyncio.run(_async(cfg, sim.base_url, {None: gw, "aiohttp": aio}, waiting))
         finally:
             gw.close()
+            aio.close()
     return rows
 
 
