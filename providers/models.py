@@ -167,8 +167,8 @@ class Email(_Model):
         )
         s(self, "metadata", _mapping("Email", "metadata", self.metadata))
         s(self, "idempotency_key", _key("Email", self.idempotency_key))
-        size = (
-            sum(len(a.content) for a in attachments) + len(self.text or "") + len(self.html or "")
+        size = sum(len(a.content) for a in attachments) + sum(  # bytes on the wire, not chars
+            len(part.encode()) for part in (self.text or "", self.html or "")
         )
         if size > MAX_EMAIL_BYTES:
             raise _fail("Email", "attachments", f"message larger than {MAX_EMAIL_BYTES} bytes")

@@ -513,3 +513,11 @@ def test_a_facade_given_the_wrong_model_rejects_it(rig: Rig, capability: str, mo
     with rig.all_down(), pytest.raises(InvalidRequest):
         send(model)
     assert rig.footprint() == before
+
+
+def test_an_email_is_measured_in_bytes_not_characters() -> None:
+    """25 MB is what the email APIs accept on the wire: text of two-byte characters that fits
+    in characters but not in bytes is refused before anything is sent."""
+    text = "é" * (MAX_EMAIL_BYTES // 2 + 1)
+    with pytest.raises(InvalidRequest, match="larger than"):
+        Email(sender="a@example.com", to=["b@example.com"], subject="s", text=text)
