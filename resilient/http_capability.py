@@ -134,12 +134,11 @@ class HttpOperation:
             return request
         # What build_request makes of a relative URL and these arguments, for about half the
         # CPU: the base URL joined as a string, the client's defaults merged as a list.
-        given = httpx.Headers(self.kwargs.get("headers"))
-        taken = set(given.keys())
-        headers = [(k, v) for k, v in client.headers.multi_items() if k not in taken]
-        headers += given.multi_items()
-        if key and "authorization" not in taken:
-            headers.append(("Authorization", f"Bearer {key.reveal()}"))
+        given = httpx.Headers(self.kwargs.get("headers")).raw
+        taken = {name.lower() for name, _ in given}
+        headers = [(k, v) for k, v in client.headers.raw if k.lower() not in taken] + given
+        if key and b"authorization" not in taken:
+            headers.append((b"Authorization", f"Bearer {key.reveal()}".encode()))
         return httpx.Request(
             self.method,
             _url(base + self.url.lstrip("/")),
