@@ -107,11 +107,15 @@ class RedisStore:
         caps = [c.decode() if c else "" for c in self._caps_of(delivered)]
         ns = self._ns
         pipe = self._redis.pipeline(transaction=True)
-        for request_id, cap in zip(delivered, caps, strict=True):
-            pipe.delete(self._key(request_id))
-            pipe.zrem(f"{ns}:due:{cap}", request_id)
+        if delivered:  # a few commands per batch, not five per request
+            by_capability: dict[str, list[str]] = {}
+            for request_id, cap in zip(delivered, caps, strict=True):
+                by_capability.setdefault(cap, []).append(request_id)
+            pipe.delete(*(self._key(request_id) for request_id in delivered))
+            for cap, ids in by_capability.items():
+                pipe.zrem(f"{ns}:due:{cap}", *ids)
             for index in ("live", "deadlines", "leases"):
-                pipe.zrem(f"{ns}:{index}", request_id)
+                pipe.zrem(f"{ns}:{index}", *delivered)
         for request, due in later:
             pipe.hset(
                 self._key(request.id),
