@@ -6,7 +6,8 @@ replay worker drain thousands of deferred requests a second. The gateway still s
 requests and responses are httpx's, and aiohttp's errors are raised as httpx's classes, so the
 classifier reads them alike and keeps the one line that matters for side effects: a request
 that provably never left (connect failures and timeouts) against one that may have been
-received (everything after the connection was made).
+received (everything after the connection was made). Unlike httpx's default transport it
+reads no proxy settings from the environment; TLS is verified against the same CA bundle.
 """
 
 from __future__ import annotations
@@ -74,12 +75,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         connector = aiohttp.TCPConnector(
             limit=self._limits.max_connections or 0,
             keepalive_timeout=self._limits.keepalive_expiry or 0,
+            ssl=httpx.create_ssl_context(),  # the CA bundle httpx verifies with (certifi)
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,  # httpx decodes Content-Encoding itself, as with httpcore
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),  # httpx's client keeps the cookies
+            cookie_jar=aiohttp.DummyCookieJar(),  # cookies are the httpx client's business
         )
         return self._session
 
