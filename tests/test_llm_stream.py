@@ -18,7 +18,8 @@ import pytest
 # importing providers.llm registers the llm kinds and facade (providers.kinds does not yet)
 from providers.llm import ContextLengthExceeded, Usage
 from providers.llm.errors import ContentRejected
-from providers.llm.streaming import ChatChunk, ChatStream, StreamInterrupted, SyncChatStream
+from providers.llm.stream_run import ChatStream, SyncChatStream
+from providers.llm.streaming import ChatChunk, StreamInterrupted
 from resilient.config import settings_from_mapping
 from resilient.errors import ChainExhausted, ConfigError, FatalError
 from resilient.gateway import Gateway

@@ -15,15 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from providers.llm import routing
-from providers.llm.models import ChatRequest, ChatResponse
-from providers.llm.streaming import (
-    ChatCall,
-    ChatStream,
-    StreamRun,
-    StreamStats,
-    SyncChatStream,
-    stream_stats,
-)
+from providers.llm.models import ChatCall, ChatRequest, ChatResponse
+from providers.llm.stream_run import ChatStream, StreamRun, SyncChatStream
+from providers.llm.streaming import StreamStats, stream_stats
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
 from resilient.registry import FacadeKinds, register_facade
@@ -137,7 +131,7 @@ class LlmFacade(_Facade):
         deadline: float | None = None,
         restart: bool | None = None,
     ) -> ChatStream:
-        """The answer chunk by chunk, as an async iterator (see providers.llm.streaming)."""
+        """The answer chunk by chunk, as an async iterator (see providers.llm.stream_run)."""
         run = _stream_run(
             self._gateway, self.capability, messages, model, temperature, max_tokens, tools
         )
@@ -177,7 +171,7 @@ class SyncLlmFacade(_Facade):
         deadline: float | None = None,
         restart: bool | None = None,
     ) -> SyncChatStream:
-        """The answer chunk by chunk, as a plain iterator (see providers.llm.streaming)."""
+        """The answer chunk by chunk, as a plain iterator (see providers.llm.stream_run)."""
         run = _stream_run(
             self._gateway, self.capability, messages, model, temperature, max_tokens, tools
         )

@@ -1,4 +1,5 @@
-"""What a chat is: the request a caller makes, the normalized answer, and its one error of its own.
+"""What a chat is: the request a caller makes, the normalized answer, its one error of its own,
+and what a chat is to the pipeline (ChatCall, streamed or not).
 
 Messages and tools come in one provider-neutral shape (OpenAI's, minus its wrappers), which each
 adapter translates to what its provider documents:
@@ -15,10 +16,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from providers.models import _CONTROL
-from resilient.errors import FatalError, InvalidRequest
+from resilient.errors import FatalError, InvalidRequest, ResilientError
+
+if TYPE_CHECKING:
+    from resilient.runtime import ProviderRuntime
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -180,3 +184,30 @@ def mapped_model(options: Mapping[str, Any], model: str) -> str:
     """The provider's own name for logical model `model` (its `models` option), else `model`."""
     models: Mapping[str, str] = options.get("models") or {}
     return models.get(model, model)
+
+
+class ChatCall:
+    """What a chat is to the pipeline, streamed or not. It has no side effect: nothing to
+    deduplicate (no ledger), a repeat on one provider is harmless, and a silent provider is
+    left at once for the next, since retrying it only multiplies the wait."""
+
+    ledger = False
+    failover_when_ambiguous = True
+    credential: str | None = None
+
+    def __init__(self, chat: ChatRequest) -> None:
+        self.chat = chat
+
+    def idempotent_on(self, provider: ProviderRuntime) -> bool:
+        return True
+
+    @staticmethod
+    def adapter(provider: ProviderRuntime, method: str, doing: str) -> Any:
+        """The provider's adapter when it has `method`; else a clear error, before anything is
+        sent (a provider of another capability put in an llm chain)."""
+        adapter = provider.adapter
+        if adapter is None or not hasattr(adapter, method):
+            raise ResilientError(
+                f"provider {provider.name!r} (kind {provider.settings.kind!r}) cannot {doing}"
+            )
+        return adapter
