@@ -15,7 +15,7 @@ from resilient.runtime import ProviderRuntime
 from resilient.telemetry import EventBus, FailedOver, Rejected
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per call, and frozen ones cost 4x to construct
 class ChainOutcome:
     """How the walk ended: OK (served by `provider`), FATAL, AMBIGUOUS, or FAILOVER (exhausted)."""
 

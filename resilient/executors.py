@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from typing import Any, TypeVar
 
+from resilient.deadlines import watch_for
 from resilient.pipeline import Discard, Operation, Plan, Send, Sleep
 
 T = TypeVar("T")
-
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as _deadline
-else:  # pragma: no cover - Python 3.10
-    from collections.abc import AsyncIterator
-    from contextlib import asynccontextmanager
-
-    @asynccontextmanager
-    async def _deadline(seconds: float) -> AsyncIterator[None]:
-        task = asyncio.current_task()
-        assert task is not None
-        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
-        try:
-            yield
-        except asyncio.CancelledError as exc:
-            raise TimeoutError from exc
-        finally:
-            handle.cancel()
 
 
 def run_sync(plan: Plan, op: Operation) -> Any:
@@ -57,15 +39,24 @@ def run_sync(plan: Plan, op: Operation) -> Any:
 
 async def run_async(plan: Plan, op: Operation) -> Any:
     """Drive `plan` on the running event loop; each attempt is cut at its timeout."""
+    task = asyncio.current_task()
+    assert task is not None, "run_async runs in a task"
+    watch = watch_for(asyncio.get_running_loop())
     try:
         command = next(plan)
         while True:
             if isinstance(command, Send):
+                watched = watch.start(command.timeout, task)
                 try:
-                    async with _deadline(command.timeout):
-                        value: object = await op.asend(command.provider, command.timeout)
-                except Exception as exc:  # TimeoutError from the deadline included
+                    value: object = await op.asend(command.provider, command.timeout)
+                except Exception as exc:  # the plan classifies it
                     value = exc
+                except asyncio.CancelledError:
+                    if not watch.end(watched):
+                        raise  # cancelled from outside, not by the deadline
+                    value = TimeoutError(f"attempt cut at its {command.timeout:g}s timeout")
+                finally:
+                    watch.end(watched)
             elif isinstance(command, Sleep):
                 await asyncio.sleep(command.seconds)
                 value = None

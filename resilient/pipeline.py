@@ -39,18 +39,22 @@ class Operation(Protocol):
     async def asend(self, provider: ProviderRuntime, timeout: float) -> httpx.Response: ...
 
 
-@dataclass(frozen=True, slots=True)
+# The commands and steps are built on every call: plain slotted dataclasses, as a frozen one
+# costs about four times as much to construct. Nothing mutates them once made.
+
+
+@dataclass(slots=True)
 class Send:
     provider: ProviderRuntime
     timeout: float  # the attempt must end within this many seconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Discard:
     response: httpx.Response  # not returned to anyone: close it, release its connection
 
@@ -59,7 +63,7 @@ Command = Send | Sleep | Discard
 Plan = Generator[Command, Any, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Step:
     """How a provider plan ended. `response`/`error` are the last attempt's, for the caller."""
 
@@ -70,7 +74,7 @@ class Step:
     rejected_by: str | None = None  # set when no attempt was made on this round
 
 
-_NOT_TRIED = Step(Outcome.FAILOVER, out_of_time=True)  # frozen: shared by every call
+_NOT_TRIED = Step(Outcome.FAILOVER, out_of_time=True)  # shared by every call, never changed
 
 
 def provider_plan(
