@@ -18,6 +18,8 @@ import sys
 import weakref
 from typing import Any
 
+from resilient.per_loop import PerLoop
+
 COMPACT_AT = 256  # ended entries tolerated in the heap before it is rebuilt without them
 
 
@@ -119,24 +121,5 @@ class DeadlineWatch:
             self._timer = weakref.ref(loop.call_at(self._armed_at, self._expire))
 
 
-class _Watches:
-    """Every loop's watch. The last one asked for is kept at hand: usually there is one loop,
-    and a weak-keyed lookup costs more than the rest of the watch."""
-
-    def __init__(self) -> None:
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeadlineWatch]
-        self._by_loop = weakref.WeakKeyDictionary()
-        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], DeadlineWatch] | None = None
-
-    def __call__(self, loop: asyncio.AbstractEventLoop) -> DeadlineWatch:
-        last = self._last  # one read: another thread's loop may replace it meanwhile
-        if last is not None and last[0]() is loop:
-            return last[1]
-        watch = self._by_loop.get(loop)
-        if watch is None:
-            watch = self._by_loop.setdefault(loop, DeadlineWatch(loop))
-        self._last = (weakref.ref(loop), watch)
-        return watch
-
-
-watch_for = _Watches()
+watches: PerLoop[DeadlineWatch] = PerLoop(DeadlineWatch)
+"""Every event loop's watch."""

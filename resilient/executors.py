@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any, TypeVar
 
-from resilient.deadlines import watch_for
+from resilient.deadlines import watches
 from resilient.pipeline import Discard, Operation, Plan, Send, Sleep
 
 T = TypeVar("T")
@@ -41,7 +41,7 @@ async def run_async(plan: Plan, op: Operation) -> Any:
     """Drive `plan` on the running event loop; each attempt is cut at its timeout."""
     task = asyncio.current_task()
     assert task is not None, "run_async runs in a task"
-    watch = watch_for(asyncio.get_running_loop())
+    watch = watches.get(asyncio.get_running_loop())
     try:
         command = next(plan)
         while True:

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ import pybreaker
 
 from resilient import registry
 from resilient.http_clients import LeanAsyncClient, LeanClient
+from resilient.per_loop import PerLoop
 from resilient.policy.breaker import Breaker
 from resilient.policy.bulkhead import Bulkhead
 from resilient.policy.classify import Classifier
@@ -99,8 +99,7 @@ class ProviderRuntime:
         self._aiohttp = async_client == "aiohttp" and async_transport is None
         self._client: httpx.Client | None = None
         # An AsyncClient's connections belong to the loop that opened them: one client per loop.
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LeanAsyncClient]
-        self._aclients = weakref.WeakKeyDictionary()
+        self._aclients: PerLoop[LeanAsyncClient] = PerLoop(self._new_aclient)
 
     def make_limiter(self, rate: Rate | None) -> RateLimiter | SharedRateLimiter:
         """Shared through Redis across processes when the gateway has one, else local."""
@@ -177,17 +176,13 @@ class ProviderRuntime:
     @property
     def aclient(self) -> httpx.AsyncClient:
         """A pooled async client for the running event loop (created on first use there)."""
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            with self._lock:
-                client = self._aclients.get(loop)
-                if client is None:
-                    client = self._aclients[loop] = LeanAsyncClient(
-                        base_url=self.settings.base_url or "",
-                        transport=self.aiohttp_transport() or self._async_transport,
-                    )
-        return client
+        return self._aclients.get(asyncio.get_running_loop())
+
+    def _new_aclient(self, loop: asyncio.AbstractEventLoop) -> LeanAsyncClient:
+        return LeanAsyncClient(
+            base_url=self.settings.base_url or "",
+            transport=self.aiohttp_transport() or self._async_transport,
+        )
 
     def aiohttp_transport(self) -> httpx.AsyncBaseTransport | None:
         """A new aiohttp transport when the gateway sends async calls with aiohttp (one per
@@ -210,6 +205,6 @@ class ProviderRuntime:
 
     async def aclose_loop_client(self) -> None:
         """Close the async client of the running loop only (a loop that is about to end)."""
-        client = self._aclients.pop(asyncio.get_running_loop(), None)
+        client = self._aclients.pop(asyncio.get_running_loop())
         if client is not None:
             await client.aclose()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from resilient.deadlines import COMPACT_AT, watch_for
+from resilient.deadlines import COMPACT_AT, watches
 from resilient.executors import run_async
 from resilient.pipeline import Plan, Send
 
@@ -103,7 +103,7 @@ async def test_cancelled_from_outside_as_the_deadline_comes_stays_cancelled() ->
 
 
 async def test_attempts_that_end_early_do_not_pile_up_in_the_watch() -> None:
-    watch = watch_for(asyncio.get_running_loop())
+    watch = watches.get(asyncio.get_running_loop())
     for _ in range(COMPACT_AT * 8):
         assert await attempt(0.0, 60.0) == "done"
     assert len(watch) <= COMPACT_AT * 2 + 1
@@ -121,7 +121,7 @@ def test_a_watch_does_not_keep_its_loop_alive() -> None:
 
 def test_each_loop_has_its_own_watch() -> None:
     async def current() -> object:
-        return watch_for(asyncio.get_running_loop())
+        return watches.get(asyncio.get_running_loop())
 
     first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
     try:

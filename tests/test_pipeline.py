@@ -655,3 +655,32 @@ def test_timeout_per_call_is_refused_with_a_pointer_to_deadline() -> None:
 
     with pytest.raises(InvalidRequest, match="deadline="):
         HttpOperation("GET", "/x", {"timeout": 3})
+
+
+def test_call_deadline_follows_reloads_and_chain_overrides() -> None:
+    """The deadline is kept per capability, but never outlives the chain or config it came from."""
+    from resilient.overrides import OverrideState
+    from resilient.settings import CapabilitySettings, GatewaySettings
+
+    def settings(timeout: float | None) -> GatewaySettings:
+        slow = TimeoutSettings(attempt=1.0)
+        return GatewaySettings(
+            providers={
+                "a": provider("a", timeouts=slow),
+                "b": provider("b", timeouts=TimeoutSettings(attempt=5.0)),
+            },
+            capabilities={"http": CapabilitySettings("http", ("a", "b"), timeout=timeout)},
+        )
+
+    gw = Gateway(settings(None), ops=False)
+    try:
+        both = gw.call_deadline("http")
+        assert both == gw.provider("a").natural_deadline() + gw.provider("b").natural_deadline()
+        gw.apply_overrides(OverrideState(chains={"http": ["b"]}))
+        assert gw.call_deadline("http") == gw.provider("b").natural_deadline()
+        gw.apply_overrides(OverrideState())
+        assert gw.call_deadline("http") == both
+        gw.reload(settings(7.0))
+        assert gw.call_deadline("http") == 7.0
+    finally:
+        gw.close()
