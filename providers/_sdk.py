@@ -8,8 +8,6 @@ no SDK, so config accepts those kinds whichever SDKs are installed.
 from __future__ import annotations
 
 import asyncio
-import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,7 @@ from resilient import registry
 from resilient.errors import ResilientError
 from resilient.gateway import Gateway
 from resilient.http_clients import LeanAsyncClient, LeanClient
+from resilient.per_loop import PerLoop
 from resilient.runtime import ProviderRuntime
 from resilient.settings import GatewaySettings, ProviderSettings, RetrySettings
 from resilient.transport import AsyncResilientTransport, ResilientTransport
@@ -266,33 +265,25 @@ class AsyncBridgeClients:
     def __init__(self, runtime: ProviderRuntime, **options: Any) -> None:
         self._runtime = runtime
         self._options = options
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
-        self._clients = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        self._clients: PerLoop[httpx.AsyncClient] = PerLoop(self._new)
 
     def current(self) -> httpx.AsyncClient:
         """The running loop's client, created on first use there."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(loop)
-                if client is None:
-                    options = self._options
-                    transport = None if options.get("proxy") else self._runtime.aiohttp_transport()
-                    if transport is not None:
-                        options = {**options, "transport": transport}
-                    client = self._clients[loop] = LeanAsyncClient(**options)
-                    wrap_transports(
-                        client,
-                        lambda transport: AsyncSdkTransport(
-                            self._runtime, AsyncReadWhole(transport)
-                        ),
-                    )
+        return self._clients.get(asyncio.get_running_loop())
+
+    def _new(self, loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient:
+        options = self._options
+        transport = None if options.get("proxy") else self._runtime.aiohttp_transport()
+        if transport is not None:
+            options = {**options, "transport": transport}
+        client = LeanAsyncClient(**options)
+        wrap_transports(
+            client, lambda transport: AsyncSdkTransport(self._runtime, AsyncReadWhole(transport))
+        )
         return client
 
     async def aclose(self) -> None:
         """Close the running loop's client; other loops' go with their loop."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
+        client = self._clients.pop(asyncio.get_running_loop())
         if client is not None:
             await client.aclose()

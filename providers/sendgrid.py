@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.client import HTTPMessage
 from typing import Any
@@ -34,23 +35,56 @@ from resilient.runtime import ProviderRuntime
 __all__ = ["SendGridAPIClient"]
 
 
+MAX_REDIRECTS = 10  # as urllib's HTTPRedirectHandler
+_FOLLOWED = frozenset({"GET", "HEAD"})  # methods whose redirects are followed
+
+
 class _Opener:
     """Stands in for urllib's opener: sends over httpx through the pipeline and answers like
-    urllib (a response with getcode/read/info, HTTPError for any non-2xx status)."""
+    urllib (a response with getcode/read/info, HTTPError for any non-2xx status).
+
+    Redirects of GET and HEAD are followed, as urllib does, the Authorization header dropped
+    when the host changes. urllib would turn a redirected POST into a GET without its body, and
+    a mail send would then report success for mail never sent, so a redirected POST, PUT, PATCH
+    or DELETE raises HTTPError with the redirect's status instead.
+    """
 
     def __init__(self, runtime: ProviderRuntime) -> None:
-        # urllib follows redirects, so this does too; the SDK's timeout comes with each request
-        self._client = bridge_client(runtime, timeout=None, follow_redirects=True)
+        # redirects are ours to follow (above): httpx's own following costs every request its
+        # whole redirect and auth machinery; the SDK's timeout comes with each request
+        self._client = bridge_client(runtime, timeout=None)
 
     def open(self, request: urllib.request.Request, timeout: float | None = None) -> _Answer:
-        url = request.full_url
+        method, url = request.get_method(), request.full_url
+        headers = request.header_items()
+        for _ in range(MAX_REDIRECTS):
+            response = self._send(method, url, headers, request.data, timeout)
+            location = response.headers.get("location")
+            if not (response.is_redirect and location and method in _FOLLOWED):
+                break
+            target = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(target).netloc != urllib.parse.urlsplit(url).netloc:
+                headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
+            url = target
+        answer_headers = _message(response.headers)
+        if not 200 <= response.status_code < 300:
+            body = io.BytesIO(response.content)
+            raise urllib.error.HTTPError(
+                url, response.status_code, response.reason_phrase, answer_headers, body
+            )
+        return _Answer(response.status_code, response.content, answer_headers)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        content: Any,
+        timeout: float | None,
+    ) -> httpx.Response:
         try:
-            response = self._client.request(
-                request.get_method(),
-                url,
-                headers=request.header_items(),
-                content=request.data,  # type: ignore[arg-type]  # python_http_client sends bytes
-                timeout=timeout,
+            return self._client.request(
+                method, url, headers=headers, content=content, timeout=timeout
             )
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout):
@@ -58,13 +92,6 @@ class _Opener:
             raise TimeoutError("timed out") from exc
         except httpx.TransportError as exc:
             raise urllib.error.URLError(exc) from exc
-        headers = _message(response.headers)
-        if not 200 <= response.status_code < 300:
-            body = io.BytesIO(response.content)
-            raise urllib.error.HTTPError(
-                url, response.status_code, response.reason_phrase, headers, body
-            )
-        return _Answer(response.status_code, response.content, headers)
 
     def close(self) -> None:
         self._client.close()

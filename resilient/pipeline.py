@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 
@@ -131,8 +131,9 @@ def provider_plan(
         attempts.append(attempt)
         if bus.routine:
             bus.emit(AttemptFinished(rt.name, number, attempt))
-        response = result if isinstance(result, httpx.Response) else None
-        error = result if isinstance(result, BaseException) else None
+        failed = isinstance(result, BaseException)
+        response = None if failed else result
+        error = result if failed else None
         if verdict.outcome is Outcome.OK:
             return Step(Outcome.OK, response)
 
@@ -172,15 +173,17 @@ def provider_plan(
 
 
 def _classify(rt: ProviderRuntime, op: Operation, result: object) -> Verdict:
-    if isinstance(result, httpx.Response):
-        by_status = rt.classifier.response(result.status_code, result.headers)
-        refine = getattr(op, "verdict", None)  # an operation that also reads the answer's body
-        return by_status if refine is None else refine(rt, result, by_status)
-    assert isinstance(result, BaseException)
-    verdict = rt.classifier.error(result)
-    if verdict is None:
-        raise result  # not a transport failure: a bug, never retried or hidden
-    return verdict
+    """An answer is read by its status and headers alone (`status_code`, `headers.get`), so an
+    httpx2 response travels through as it is."""
+    if isinstance(result, BaseException):
+        verdict = rt.classifier.error(result)
+        if verdict is None:
+            raise result  # not a transport failure: a bug, never retried or hidden
+        return verdict
+    answer = cast(httpx.Response, result)
+    by_status = rt.classifier.response(answer.status_code, answer.headers)
+    refine = getattr(op, "verdict", None)  # an operation that also reads the answer's body
+    return by_status if refine is None else refine(rt, answer, by_status)
 
 
 _REJECTION_REASONS = {

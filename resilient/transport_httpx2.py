@@ -3,8 +3,8 @@
 httpx2 is a fork of httpx with classes of its own, so its clients need transports of its kind.
 These mirror resilient.transport: the same operation (idempotency, credential, per-attempt
 timeouts), the same plan, the same executors; only the request, response and error classes
-differ. The pipeline reads answers as httpx responses, so an httpx2 response travels through it
-in a carrier that shows its status and headers and closes the original when it is discarded.
+differ. The pipeline reads an answer by its status and headers and may close it, which an
+httpx2 response does as an httpx one: it travels through the pipeline as it is.
 """
 
 from __future__ import annotations
@@ -25,27 +25,6 @@ class ProviderUnavailable(httpx2.ConnectError):
     httpx2.ConnectError, so SDKs report their usual connection error."""
 
 
-class _CarriedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
-    def __init__(self, original: httpx2.Response) -> None:
-        self._original = original
-
-    def close(self) -> None:
-        self._original.close()
-
-    async def aclose(self) -> None:
-        await self._original.aclose()
-
-
-class _Carrier(httpx.Response):
-    """An httpx2 response as the pipeline reads it, until it is handed back to the client."""
-
-    def __init__(self, original: httpx2.Response) -> None:
-        super().__init__(
-            original.status_code, headers=original.headers.raw, stream=_CarriedBody(original)
-        )
-        self.original = original
-
-
 class _Operation(_TransportOperation):
     """The transport operation over an httpx2 request, which reads like an httpx one where the
     operation looks (method, headers, timeout extensions); only sending differs."""
@@ -55,12 +34,13 @@ class _Operation(_TransportOperation):
     def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
         self._bound(provider, timeout)
         inner = cast(httpx2.BaseTransport, self._inner)
-        return _Carrier(inner.handle_request(cast(httpx2.Request, self.request)))
+        return cast(httpx.Response, inner.handle_request(cast(httpx2.Request, self.request)))
 
     async def asend(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
         self._bound(provider, timeout)
         inner = cast(httpx2.AsyncBaseTransport, self._inner)
-        return _Carrier(await inner.handle_async_request(cast(httpx2.Request, self.request)))
+        answer = await inner.handle_async_request(cast(httpx2.Request, self.request))
+        return cast(httpx.Response, answer)
 
 
 def _operation(
@@ -73,8 +53,7 @@ def _deliver(
     provider: ProviderRuntime, request: httpx2.Request, end: ChainOutcome
 ) -> httpx2.Response:
     if end.response is not None:
-        assert isinstance(end.response, _Carrier)
-        return end.response.original
+        return cast(httpx2.Response, end.response)
     if isinstance(end.error, TimeoutError):  # our attempt timeout: raise what httpx2 would
         raise httpx2.TimeoutException(
             "no response within the attempt timeout", request=request

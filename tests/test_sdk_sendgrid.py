@@ -21,7 +21,7 @@ from resilient.settings import (
     RetrySettings,
     TimeoutSettings,
 )
-from resilient.testing import Fault, Simulator
+from resilient.testing import Fault, SimResponse, Simulator
 from resilient.testing.routes import mount
 from resilient.testing.routes.sendgrid import SendGridState
 from resilient.transport import ProviderUnavailable
@@ -176,3 +176,30 @@ def test_config_provides_key_and_host(sim: Simulator, mailbox: SendGridState) ->
     (request,) = sim.requests(prefix="/sendgrid")
     assert request.headers["authorization"] == "Bearer SG.conf"
     sg.close()
+
+
+def test_a_redirected_get_is_followed_as_urllib_follows_it(sim: Simulator) -> None:
+    sim.route(
+        "GET",
+        "/sendgrid/v3/templates",
+        lambda request: SimResponse(301, {"location": "/sendgrid/v3/templates-moved"}),
+    )
+    sim.route("GET", "/sendgrid/v3/templates-moved", lambda request: SimResponse.json({"ok": 1}))
+    response = client(sim).client.templates.get()
+    assert response.status_code == 200
+    assert [r.path for r in sim.requests(prefix="/sendgrid")] == [
+        "/sendgrid/v3/templates",
+        "/sendgrid/v3/templates-moved",
+    ]
+
+
+def test_a_redirected_send_raises_instead_of_becoming_a_get(sim: Simulator) -> None:
+    """urllib would resend a redirected POST as a GET without its body, and report success for
+    mail never sent; the drop-in raises the redirect's status and sends nothing more."""
+    sim.route(
+        "POST", "/sendgrid/v3/mail/send", lambda request: SimResponse(302, {"location": "/x"})
+    )
+    with pytest.raises(http_errors.HTTPError) as raised:
+        client(sim).send(mail())
+    assert raised.value.status_code == 302
+    assert len(sim.requests(prefix="/sendgrid")) == 1
