@@ -9,6 +9,7 @@ extra, or redis-server itself, missing).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import math
@@ -271,3 +272,35 @@ def test_the_sdk_routes_forget_what_they_created_every_keep_requests() -> None:
     handle(request)  # the KEEP-th: emptied first, then this one's
     assert len(state.created) == len(state.by_key) == 1
     assert state.name == "kept"
+
+
+@pytest.mark.usefixtures("importable")
+def test_paired_comparison_alternates_the_subjects_call_by_call() -> None:
+    """Both sides of a network row are timed at the same moments: a, b, a, b... in a round,
+    each side first in half the rounds, every round's median kept for each."""
+    from benchmarks.harness import compare_paired_async, compare_paired_sync
+
+    calls: list[str] = []
+    stats = compare_paired_sync(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        calls=3,
+        rounds=4,
+        warmup=0,
+    )
+    firsts = [calls[i] for i in range(0, len(calls), 6)]
+    assert firsts == ["a", "b", "b", "a"]  # each side first in half the rounds
+    assert all(calls[i] != calls[i + 1] for i in range(0, len(calls), 2))
+    assert all(len(s.rounds) == 4 for s in stats.values())
+
+    async def run() -> None:
+        async def a() -> None:
+            calls.append("a")
+
+        async def b() -> None:
+            calls.append("b")
+
+        await compare_paired_async({"a": a, "b": b}, calls=2, rounds=1, warmup=0)
+
+    calls.clear()
+    asyncio.run(run())
+    assert calls == ["a", "b", "a", "b"]

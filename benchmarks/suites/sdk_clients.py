@@ -5,8 +5,9 @@ OpenAI` instead of `from openai import OpenAI`, and likewise for Stripe, Twilio 
 is the official client with every request on one provider's pipeline, here the full pipeline of
 item 2 (limiter, breaker, retries, attempt timeout, classification, events). Each pair calls the
 same route of the loopback simulator (its own process, benchmarks/server.py), one request at a
-time, rounds interleaved: the ratio is what switching the import costs per call, the SDK's own
-work (building the request, parsing the answer) paid on both sides.
+time, the subjects alternating call by call (harness.compare_paired_sync): the ratio is what
+switching the import costs per call, the SDK's own work (building the request, parsing the
+answer) paid on both sides.
 
 The official clients keep their defaults, HTTP library included: that library, not the pipeline,
 can decide a ratio (requests or urllib against our httpx), so each row's note names both sides'.
@@ -41,8 +42,8 @@ from benchmarks.harness import (
     Stats,
     Suite,
     Target,
-    compare_async,
-    compare_sync,
+    compare_paired_async,
+    compare_paired_sync,
     skipped,
 )
 from benchmarks.server import SDK_PREFIXES
@@ -401,7 +402,7 @@ async def _libraries_async(
 def _shape(cfg: Config) -> tuple[int, int, int]:
     """(calls per round, rounds, warm-up calls): an SDK call costs milliseconds, and up to four
     subjects share a row, so a quarter of item 2's calls per round and warm-up, over as many
-    interleaved rounds (rounds, not calls, are what outlast a noisy neighbour)."""
+    rounds (rounds, not calls, are what outlast a noisy neighbour)."""
     return max(5, cfg.loopback_calls // 4), cfg.rounds, max(5, cfg.warmup // 4)
 
 
@@ -427,7 +428,7 @@ def _sync(cfg: Config, base_url: str, gw: Gateway, pair: Pair) -> Row:
         if pair.library is not None:
             library = _libraries_sync(pair.library, base_url)
             subjects[pair.library], subjects["httpx"] = stack.enter_context(library)
-        stats = compare_sync(subjects, calls, rounds, warmup)
+        stats = compare_paired_sync(subjects, calls, rounds, warmup)
     return _row(pair, stats)
 
 
@@ -444,7 +445,7 @@ async def _async(
             if pair.library is not None:
                 library = _libraries_async(pair.library, base_url)
                 subjects[pair.library], subjects["httpx"] = await stack.enter_async_context(library)
-            stats = await compare_async(subjects, calls, rounds, warmup)
+            stats = await compare_paired_async(subjects, calls, rounds, warmup)
         rows.append(_row(pair, stats))
     return rows
 
