@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 from resilient.deadlines import watches
 from resilient.pipeline import Discard, Operation, Plan, Send, Sleep
-
-T = TypeVar("T")
 
 
 def run_sync(plan: Plan, op: Operation) -> Any:
