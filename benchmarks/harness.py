@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 Status = Literal["measured", "skipped", "not yet measured", "error"]
 
@@ -278,14 +278,33 @@ async def compare_async(
     return {n: Stats.of_rounds(medians[n], p99s[n], scale=1e-3) for n in subjects}
 
 
-def _add_round(
-    samples: Mapping[str, list[int]],
-    medians: dict[str, list[float]],
-    p99s: dict[str, list[float]],
-) -> None:
-    for name, taken in samples.items():
-        medians[name].append(statistics.median(taken))
-        p99s[name].append(percentile(taken, 0.99))
+F = TypeVar("F")
+
+
+class _PairedRounds(Generic[F]):
+    """The bookkeeping of compare_paired_*: each round's call schedule (the subjects
+    alternating, their order rotated by round) and samples, and the stats at the end."""
+
+    def __init__(self, subjects: Mapping[str, F], calls: int) -> None:
+        self._subjects = subjects
+        self._calls = calls
+        self._medians: dict[str, list[float]] = {name: [] for name in subjects}
+        self._p99s: dict[str, list[float]] = {name: [] for name in subjects}
+
+    def start(self, round_no: int) -> tuple[list[tuple[str, F]], dict[str, list[int]]]:
+        gc.collect()
+        order = [(name, self._subjects[name]) for name in _order(list(self._subjects), round_no)]
+        return order * self._calls, {name: [] for name in self._subjects}
+
+    def add(self, samples: Mapping[str, list[int]]) -> None:
+        for name, taken in samples.items():
+            self._medians[name].append(statistics.median(taken))
+            self._p99s[name].append(percentile(taken, 0.99))
+
+    def stats(self) -> dict[str, Stats]:
+        return {
+            n: Stats.of_rounds(self._medians[n], self._p99s[n], scale=1e-3) for n in self._subjects
+        }
 
 
 def compare_paired_sync(
@@ -298,19 +317,15 @@ def compare_paired_sync(
     clock = time.perf_counter_ns
     for fn in subjects.values():
         time_sync(fn, warmup)
-    medians: dict[str, list[float]] = {name: [] for name in subjects}
-    p99s: dict[str, list[float]] = {name: [] for name in subjects}
+    paired = _PairedRounds(subjects, calls)
     for r in range(rounds):
-        order = [(name, subjects[name]) for name in _order(list(subjects), r)]
-        samples: dict[str, list[int]] = {name: [] for name in subjects}
-        gc.collect()
-        for _ in range(calls):
-            for name, fn in order:
-                t0 = clock()
-                fn()
-                samples[name].append(clock() - t0)
-        _add_round(samples, medians, p99s)
-    return {n: Stats.of_rounds(medians[n], p99s[n], scale=1e-3) for n in subjects}
+        schedule, samples = paired.start(r)
+        for name, fn in schedule:
+            t0 = clock()
+            fn()
+            samples[name].append(clock() - t0)
+        paired.add(samples)
+    return paired.stats()
 
 
 async def compare_paired_async(
@@ -323,19 +338,15 @@ async def compare_paired_async(
     clock = time.perf_counter_ns
     for fn in subjects.values():
         await time_async(fn, warmup)
-    medians: dict[str, list[float]] = {name: [] for name in subjects}
-    p99s: dict[str, list[float]] = {name: [] for name in subjects}
+    paired = _PairedRounds(subjects, calls)
     for r in range(rounds):
-        order = [(name, subjects[name]) for name in _order(list(subjects), r)]
-        samples: dict[str, list[int]] = {name: [] for name in subjects}
-        gc.collect()
-        for _ in range(calls):
-            for name, fn in order:
-                t0 = clock()
-                await fn()
-                samples[name].append(clock() - t0)
-        _add_round(samples, medians, p99s)
-    return {n: Stats.of_rounds(medians[n], p99s[n], scale=1e-3) for n in subjects}
+        schedule, samples = paired.start(r)
+        for name, fn in schedule:
+            t0 = clock()
+            await fn()
+            samples[name].append(clock() - t0)
+        paired.add(samples)
+    return paired.stats()
 
 
 @dataclass(frozen=True)
