@@ -91,6 +91,14 @@ class ProviderRuntime:
             write=min(t.write, t.attempt),
             pool=t.attempt,
         )
+        r = settings.retry
+        # settings never change on a runtime (a reload builds a new one): worked out once
+        self._natural_deadline = (
+            t.total
+            if t.total is not None
+            else t.attempt * r.attempts + r.backoff_cap * (r.attempts - 1)
+        )
+        self._full_attempt_phases = self._full_attempt_timeout.as_dict()
         self.budget = RetryBudget(settings.retry)
         self._credential_limiters: dict[bytes, RateLimiter] = {}
         self._lock = threading.Lock()
@@ -144,10 +152,13 @@ class ProviderRuntime:
 
     def natural_deadline(self) -> float:
         """How long a call on this provider can take when nothing else bounds it."""
-        t, r = self.settings.timeouts, self.settings.retry
-        if t.total is not None:
-            return t.total
-        return t.attempt * r.attempts + r.backoff_cap * (r.attempts - 1)
+        return self._natural_deadline
+
+    def attempt_phases(self, budget: float) -> dict[str, float | None]:
+        """attempt_timeout as the dict of an httpx request's timeout extension."""
+        if budget == self.settings.timeouts.attempt:
+            return self._full_attempt_phases
+        return self.attempt_timeout(budget).as_dict()
 
     def attempt_timeout(self, budget: float) -> httpx.Timeout:
         """httpx phase timeouts for one attempt that must end within `budget` seconds (the

@@ -40,12 +40,16 @@ class _TransportOperation:
 
     def _bound(self, provider: ProviderRuntime, timeout: float) -> None:
         """Tighten the client's own phase timeouts to what this attempt may take."""
-        ours = provider.attempt_timeout(timeout).as_dict()
-        theirs = self.request.extensions.get("timeout") or {}
-        self.request.extensions["timeout"] = {
-            phase: limit if theirs.get(phase) is None else min(limit, theirs[phase])
-            for phase, limit in ours.items()
-        }
+        ours = provider.attempt_phases(timeout)  # shared: only copies go into requests
+        theirs = self.request.extensions.get("timeout")
+        self.request.extensions["timeout"] = (
+            dict(ours)
+            if not theirs
+            else {
+                phase: limit if theirs.get(phase) is None else min(limit, theirs[phase])
+                for phase, limit in ours.items()
+            }
+        )
 
     def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
         assert isinstance(self._inner, httpx.BaseTransport)

@@ -177,3 +177,22 @@ async def test_attempt_timeout_surfaces_as_an_httpx_timeout() -> None:
     with pytest.raises(httpx.TimeoutException):
         await send("async", gw, hang)
     assert time.monotonic() - started < 2.0
+
+
+def test_a_request_without_timeouts_gets_its_own_copy_of_the_providers() -> None:
+    """The provider's phase timeouts are kept once; each request gets a copy it may change."""
+    from resilient.transport import ResilientTransport
+
+    seen: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200)
+
+    gw = gateway(timeouts=TimeoutSettings(connect=1.0, read=2.0, write=3.0, attempt=4.0))
+    transport = ResilientTransport(gw.provider("a"), httpx.MockTransport(answer))
+    transport.handle_request(httpx.Request("GET", "http://a/x"))
+    seen[0]["read"] = 99.0  # as a stream's reader does
+    transport.handle_request(httpx.Request("GET", "http://a/x"))
+    assert seen[1] == {"connect": 1.0, "read": 2.0, "write": 3.0, "pool": 4.0}
+    gw.close()
