@@ -80,9 +80,6 @@ class Gateway:
             name: tuple(self._providers[p] for p in cap.chain)
             for name, cap in self.settings.capabilities.items()
         }
-        # capability -> (its chain, the settings, the deadline they make): reload and chain
-        # overrides replace both objects, which invalidates the entry
-        self._deadlines: dict[str, tuple[object, object, float]] = {}
         self._facades: dict[str, Any] = {}
         self._sync_facades: dict[str, Any] = {}
         self.sync = SyncGateway(self)
@@ -192,14 +189,10 @@ class Gateway:
 
     def call_deadline(self, capability: str) -> float:
         """Seconds a call of `capability` may take: its `timeout`, else what its chain allows."""
-        chain, settings = self.chain(capability), self.settings
-        known = self._deadlines.get(capability)
-        if known is not None and known[0] is chain and known[1] is settings:
-            return known[2]
-        timeout = settings.capabilities[capability].timeout
-        seconds = sum(rt.natural_deadline() for rt in chain) if timeout is None else timeout
-        self._deadlines[capability] = (chain, settings, seconds)
-        return seconds
+        timeout = self.settings.capabilities[capability].timeout
+        if timeout is not None:
+            return timeout
+        return sum(rt.natural_deadline() for rt in self.chain(capability))
 
     def call(
         self,

@@ -200,20 +200,27 @@ def _openai_sync(base_url: str, gw: Gateway) -> Iterator[tuple[SyncCall, SyncCal
         ours.close()
 
 
-@contextmanager
-def _stripe_sync(base_url: str, gw: Gateway) -> Iterator[tuple[SyncCall, SyncCall]]:
+def _stripe_clients(base_url: str, gw: Gateway, http_client: Any) -> tuple[Any, Any, Any]:
+    """(the official StripeClient on `http_client`, ours, our HTTP client), one route."""
     import stripe
 
     from providers.stripe import ResilientHTTPClient, StripeClient
 
-    http_client = stripe.new_default_http_client()
     official = stripe.StripeClient(
         STRIPE_KEY,
         http_client=http_client,
         base_addresses={"api": base_url + SDK_PREFIXES["stripe"]},
     )
     our_http = ResilientHTTPClient(gw.provider("stripe"))
-    ours = StripeClient(gateway=gw, http_client=our_http)
+    return official, StripeClient(gateway=gw, http_client=our_http), our_http
+
+
+@contextmanager
+def _stripe_sync(base_url: str, gw: Gateway) -> Iterator[tuple[SyncCall, SyncCall]]:
+    import stripe
+
+    http_client = stripe.new_default_http_client()
+    official, ours, our_http = _stripe_clients(base_url, gw, http_client)
     try:
         yield (
             lambda: official.v1.payment_intents.create(INTENT),  # type: ignore[arg-type]
@@ -288,16 +295,8 @@ async def _openai_async(base_url: str, gw: Gateway) -> AsyncIterator[tuple[Async
 async def _stripe_async(base_url: str, gw: Gateway) -> AsyncIterator[tuple[AsyncCall, AsyncCall]]:
     import stripe
 
-    from providers.stripe import ResilientHTTPClient, StripeClient
-
     http_client = stripe.HTTPXClient()
-    official = stripe.StripeClient(
-        STRIPE_KEY,
-        http_client=http_client,
-        base_addresses={"api": base_url + SDK_PREFIXES["stripe"]},
-    )
-    our_http = ResilientHTTPClient(gw.provider("stripe"))
-    ours = StripeClient(gateway=gw, http_client=our_http)
+    official, ours, our_http = _stripe_clients(base_url, gw, http_client)
     try:
         yield (
             lambda: official.v1.payment_intents.create_async(INTENT),  # type: ignore[arg-type]
