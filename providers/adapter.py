@@ -70,7 +70,7 @@ def json_field(response: httpx.Response, *path: str) -> str | None:
     """A string found at `path` in a JSON answer, or None (an answer without one is still ok)."""
     try:
         value: Any = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than a parser goes
         return None
     for key in path:
         if not isinstance(value, dict):

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import html
 import re
-import time
 import uuid
 from dataclasses import replace
 from typing import Any
 
 from providers.models import MAX_SMS_CHARS, Email, Sms
 from resilient.errors import InvalidRequest
-from resilient.ledger import DELIVERED, Ledger, LedgerEntry
+from resilient.ledger import Ledger
 from resilient.result import Result
 from resilient.settings import CapabilitySettings
 
@@ -65,10 +64,7 @@ def settled(
     """The call's result: the fallback's, carrying the first channel's attempts too, and a
     delivery recorded under the first message's id."""
     if fallback.status == "delivered" and fallback.provider and fallback.value is not None:
-        ledger.record(
-            first.idempotency_key,
-            LedgerEntry(DELIVERED, fallback.provider, fallback.value.message_id, time.time()),
-        )
+        ledger.record_delivered(first.idempotency_key, fallback.provider, fallback.value.message_id)
     return Result(
         fallback.status,
         fallback.provider,

@@ -34,6 +34,12 @@ WAIT, PROBE, DRAIN = "wait", "probe", "drain"
 LEASE_MARGIN = 5.0  # a claim outlives the longest replay (the call deadline) by this much
 
 
+def batch_within_lease(ramp: Ramp, now: float, most: int) -> int:
+    """How many requests one claim may take: what the ramp lets start within LEASE_MARGIN, so
+    the last of them still ends (by the call deadline) before the claim's lease does."""
+    return max(1, min(most, int(ramp.rate(now) * LEASE_MARGIN)))
+
+
 def worker_settings(settings: GatewaySettings) -> GatewaySettings:
     """A replay worker's settings: aiohttp as its async client when installed and the config
     leaves the choice open, since a worker moves as many requests as its HTTP client can."""
@@ -118,14 +124,15 @@ class Replayer:
         if mode == WAIT:
             ramp.restart()
             return 0
-        limit = 1 if mode == PROBE else self.batch
+        limit = 1 if mode == PROBE else batch_within_lease(ramp, time.monotonic(), self.batch)
         lease = self.gateway.call_deadline(capability) + LEASE_MARGIN
+        claimed_at = time.monotonic()
         claimed = await asyncio.to_thread(self.spool.claim, capability, limit, lease)
         for _, why in claimed.corrupt:
             self._count("dead", f"corrupt payload: {why}")
         settled = len(claimed.corrupt)
         if claimed.requests:
-            settled += await self._replay_all(claimed.requests, ramp)
+            settled += await self._replay_all(claimed.requests, ramp, claimed_at + LEASE_MARGIN)
         return settled
 
     @property
@@ -144,12 +151,19 @@ class Replayer:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll)
 
-    async def _replay_all(self, requests: list[DeferredRequest], ramp: Ramp) -> int:
+    async def _replay_all(
+        self, requests: list[DeferredRequest], ramp: Ramp, last_start: float
+    ) -> int:
+        """Replay a claimed batch at the ramp's pace. A request whose turn comes after
+        `last_start` (its lease would end before its call could) is handed back unsent."""
         gate = asyncio.Semaphore(self._concurrency)
         commit = GroupCommit(self.spool)
 
         async def replay(request: DeferredRequest) -> None:
             async with gate:
+                if time.monotonic() > last_start:
+                    await commit.record({"later": [(request, time.time())]})
+                    return
                 settlement = await self._replay_one(request, ramp)
             # Recorded the moment it is known: a worker killed now re-sends nothing it already
             # delivered (the window left is this one group's store write). The write does not

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from resilient.ledger import CLAIMED, Settle
 from resilient.pipeline import Command, Discard, Operation, Step, provider_plan
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Attempt
@@ -27,17 +28,28 @@ class ChainOutcome:
     out_of_time: bool = False
 
 
+@dataclass(slots=True)
+class Holding:
+    """The ledger claim a walk runs under, and the provider it names now."""
+
+    operation_id: str
+    token: str
+    provider: str | None
+
+
 def chain_plan(
     capability: str,
     providers: Sequence[ProviderRuntime],
     op: Operation,
     deadline: float,
     bus: EventBus,
-) -> Generator[Command, Any, ChainOutcome]:
+    held: Holding | None = None,
+) -> Generator[Command | Settle, Any, ChainOutcome]:
     """Walks `providers` in order, skipping disabled ones, until one serves or none can.
 
     Stops early, without trying the next provider, on FATAL (any provider would refuse the
     request) and on AMBIGUOUS unless the operation allows it (it may already have happened).
+    Under a ledger claim (`held`), the claim names each provider before it is tried.
     """
     attempts: list[Attempt] = []
     last: Step | None = None
@@ -49,6 +61,11 @@ def chain_plan(
             continue
         if last is not None and last.response is not None:
             yield Discard(last.response)
+        if held is not None and held.provider != rt.name:
+            if not (yield Settle(held.operation_id, held.token, CLAIMED, rt.name)):
+                attempts.append(Attempt(rt.name, Outcome.AMBIGUOUS, None, 0.0, "claim lost"))
+                return ChainOutcome(Outcome.AMBIGUOUS, held.provider, tuple(attempts))
+            held.provider = rt.name
         step = yield from provider_plan(rt, op, deadline, attempts)
         outcome = step.outcome
         if outcome is Outcome.OK or outcome is Outcome.FATAL:

@@ -53,6 +53,11 @@ class AmbiguousOutcome(CallFailed):
     """The request may have taken effect; it was not sent elsewhere, to avoid doing it twice."""
 
 
+class OperationInProgress(CallFailed):
+    """Another call holds this operation id and had no outcome by this call's deadline: this
+    one sent nothing (retry later with the same id to get that call's outcome)."""
+
+
 class DeadlineExceeded(CallFailed):
     """The call's overall deadline passed before any provider served it."""
 

@@ -7,11 +7,13 @@ import time
 from typing import Any
 
 from resilient.deadlines import watches
+from resilient.ledger import Claim, Ledger, Settle
 from resilient.pipeline import Discard, Operation, Plan, Send, Sleep
 
 
-def run_sync(plan: Plan, op: Operation) -> Any:
-    """Drive `plan` with blocking I/O; returns what the plan returns."""
+def run_sync(plan: Plan, op: Operation, ledger: Ledger | None = None) -> Any:
+    """Drive `plan` with blocking I/O; returns what the plan returns. `ledger` answers the
+    plan's Claim and Settle commands (a ledgered operation's plan yields them)."""
     try:
         command = next(plan)
         while True:
@@ -26,6 +28,8 @@ def run_sync(plan: Plan, op: Operation) -> Any:
             elif isinstance(command, Discard):
                 command.response.close()
                 value = None
+            elif isinstance(command, (Claim, Settle)) and ledger is not None:
+                value = ledger.submit(command).result()
             else:
                 raise TypeError(f"unknown command {command!r}")
             command = plan.send(value)
@@ -35,7 +39,7 @@ def run_sync(plan: Plan, op: Operation) -> Any:
         plan.close()  # on any exit (an interrupt, a bug), the plan gives back what it holds
 
 
-async def run_async(plan: Plan, op: Operation) -> Any:
+async def run_async(plan: Plan, op: Operation, ledger: Ledger | None = None) -> Any:
     """Drive `plan` on the running event loop; each attempt is cut at its timeout."""
     task = asyncio.current_task()
     assert task is not None, "run_async runs in a task"
@@ -61,6 +65,8 @@ async def run_async(plan: Plan, op: Operation) -> Any:
             elif isinstance(command, Discard):
                 await command.response.aclose()
                 value = None
+            elif isinstance(command, (Claim, Settle)) and ledger is not None:
+                value = await asyncio.wrap_future(ledger.submit(command))
             else:
                 raise TypeError(f"unknown command {command!r}")
             command = plan.send(value)

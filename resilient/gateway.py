@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -16,7 +15,7 @@ import httpx
 from resilient import http_capability as _http_capability  # registers the "http" facade
 from resilient import ops as live_ops
 from resilient import registry
-from resilient.chain import ChainOutcome, chain_plan
+from resilient.chain import ChainOutcome, Holding, chain_plan
 from resilient.deferral import DeferrableOperation, DeferralBackend, create_backend
 from resilient.errors import (
     AmbiguousOutcome,
@@ -25,18 +24,14 @@ from resilient.errors import (
     DeadlineExceeded,
     FatalError,
     InvalidRequest,
+    OperationInProgress,
     ResilientError,
 )
+from resilient.exactly_once import Known, LedgeredOperation, Walked, once_plan
 from resilient.executors import run_async, run_sync
-from resilient.ledger import (
-    AMBIGUOUS,
-    DELIVERED,
-    Ledger,
-    LedgeredOperation,
-    LedgerEntry,
-    MemoryLedger,
-    RedisLedger,
-)
+from resilient.ledger import CLAIMED, DEFERRED, DELIVERED, Ledger, LedgerEntry, Settle
+from resilient.ledger.redis import RedisLedger
+from resilient.ledger.sqlite import SqliteLedger, ledger_path
 from resilient.overrides import OverrideState
 from resilient.pipeline import Operation
 from resilient.policy.outcome_class import Outcome
@@ -84,11 +79,7 @@ class Gateway:
         self._sync_facades: dict[str, Any] = {}
         self.sync = SyncGateway(self)
         self._lock = threading.Lock()
-        self.ledger: Ledger = (
-            RedisLedger.from_url(self.settings.redis_url)
-            if self.settings.redis_url
-            else MemoryLedger()
-        )
+        self._ledger: Ledger | None = None
         self._deferral: DeferralBackend | None = None
         if any(cap.defer for cap in self.settings.capabilities.values()):
             self._deferral = create_backend(self)  # the embedded one replays while we are open
@@ -211,19 +202,27 @@ class Gateway:
         `replay_of` marks the replay of a parked request (in events), and never parks again.
         `providers` limits the chain to those of its providers (in chain order).
         """
-        chain, done = self._consult_ledger(capability, op, providers)
-        if done is not None:
-            return done
+        chain = self._chain_for(capability, op, providers)
         parkable = None if replay_of else self._parkable(capability, op, defer)
         started = chain[0].clock()
         until = started + (self.call_deadline(capability) if deadline is None else deadline)
-        end = run_sync(chain_plan(capability, chain, op, until, self.events), op)
-        self._record_in_ledger(op, end)
-        latency = chain[0].clock() - started
-        if parkable is not None and end.outcome is Outcome.FAILOVER:
+        if not op.ledger:
+            end = run_sync(chain_plan(capability, chain, op, until, self.events), op)
+            latency = chain[0].clock() - started
+            if parkable is not None and end.outcome is Outcome.FAILOVER:
+                if end.response is not None:
+                    end.response.close()
+                return self._park(capability, parkable, end, latency, None)
+            return self._finish(capability, end, latency, replay_of)
+        plan = self._once(capability, chain, op, until, parkable, replay_of)
+        walked = run_sync(plan, op, self.ledger)
+        if isinstance(walked, Known):
+            return self._known(capability, op, walked.entry)
+        end, latency = walked.end, chain[0].clock() - started
+        if walked.parking and parkable is not None:
             if end.response is not None:
                 end.response.close()
-            return self._park(capability, parkable, end, latency)
+            return self._park(capability, parkable, end, latency, walked.held)
         return self._finish(capability, end, latency, replay_of)
 
     async def acall(
@@ -237,31 +236,38 @@ class Gateway:
         providers: Sequence[str] | None = None,
     ) -> Result[httpx.Response]:
         """`call` on the running event loop; parking runs in a thread, off the loop."""
-        chain, done = self._consult_ledger(capability, op, providers)
-        if done is not None:
-            return done
+        chain = self._chain_for(capability, op, providers)
         parkable = None if replay_of else self._parkable(capability, op, defer)
         started = chain[0].clock()
         until = started + (self.call_deadline(capability) if deadline is None else deadline)
-        end = await run_async(chain_plan(capability, chain, op, until, self.events), op)
-        self._record_in_ledger(op, end)
-        latency = chain[0].clock() - started
-        if parkable is not None and end.outcome is Outcome.FAILOVER:
+        if not op.ledger:
+            end = await run_async(chain_plan(capability, chain, op, until, self.events), op)
+            latency = chain[0].clock() - started
+            if parkable is not None and end.outcome is Outcome.FAILOVER:
+                if end.response is not None:
+                    await end.response.aclose()
+                return await asyncio.to_thread(self._park, capability, parkable, end, latency, None)
+            return self._finish(capability, end, latency, replay_of)
+        plan = self._once(capability, chain, op, until, parkable, replay_of)
+        walked = await run_async(plan, op, self.ledger)
+        if isinstance(walked, Known):
+            return self._known(capability, op, walked.entry)
+        end, latency = walked.end, chain[0].clock() - started
+        if walked.parking and parkable is not None:
             if end.response is not None:
                 await end.response.aclose()
-            return await asyncio.to_thread(self._park, capability, parkable, end, latency)
+            return await asyncio.to_thread(
+                self._park, capability, parkable, end, latency, walked.held
+            )
         return self._finish(capability, end, latency, replay_of)
 
-    def _consult_ledger(
+    def _chain_for(
         self, capability: str, op: Operation, only: Sequence[str] | None
-    ) -> tuple[tuple[ProviderRuntime, ...], Result[httpx.Response] | None]:
-        """The chain this call may use, or its recorded result if it was delivered already.
-
-        An operation maybe done on one provider may only go back to that provider, and only if
-        the provider honours its key: never to another, where it could happen twice.
-        """
+    ) -> tuple[ProviderRuntime, ...]:
+        """The chain this call may use: the capability's, limited to `only` (or to the
+        operation's own bound, such as a post's account, which holds at replay too)."""
         chain = self.chain(capability)
-        if only is None:  # the operation's own bound (a post's account) holds at replay too
+        if only is None:
             only = getattr(op, "providers", None)
         if only is not None:
             chain = tuple(rt for rt in chain if rt.name in only)
@@ -270,36 +276,60 @@ class Gateway:
                     f"{capability}: none of {', '.join(only)} is in its chain "
                     f"({', '.join(rt.name for rt in self.chain(capability))})"
                 )
-        if not getattr(op, "ledger", False):
-            return chain, None
+        return chain
+
+    def _once(
+        self,
+        capability: str,
+        chain: tuple[ProviderRuntime, ...],
+        op: Operation,
+        until: float,
+        parkable: DeferrableOperation | None,
+        replay_of: str | None,
+    ) -> Generator[Any, Any, Known | Walked]:
+        return once_plan(
+            capability,
+            chain,
+            self._providers,
+            cast(LedgeredOperation, op),
+            until,
+            self.events,
+            parkable=parkable is not None,
+            replay_of=replay_of,
+        )
+
+    def _known(self, capability: str, op: Operation, entry: LedgerEntry) -> Result[httpx.Response]:
+        """The result of a call that found its operation in the ledger and sent nothing."""
         operation_id = cast(LedgeredOperation, op).operation_id
-        entry = self.ledger.get(operation_id)
-        if entry is None:
-            return chain, None
         if entry.state == DELIVERED:
             if self.events.routine:
                 self.events.emit(CallFinished(capability, "delivered", entry.provider, (), 0.0))
-            return chain, Result("delivered", entry.provider, ())
-        rt = self._providers.get(entry.provider)
-        if rt is None or not op.idempotent_on(rt):
-            raise AmbiguousOutcome(
-                f"{capability}: operation {operation_id!r} may already have been done by "
-                f"{entry.provider}, which cannot deduplicate it: reconcile there first"
+            return Result("delivered", entry.provider, ())
+        if entry.state == DEFERRED:
+            return Result("deferred", None, (), deferral_id=entry.deferral_id)
+        if entry.state == CLAIMED:
+            raise OperationInProgress(
+                f"{capability}: operation {operation_id!r} is being carried out by another "
+                f"call (on {entry.provider}); its outcome was not known by this call's deadline"
             )
-        return (rt,), None
+        where = (
+            f"by {entry.provider}, which cannot deduplicate it"
+            if entry.provider
+            else ("or parked, by a process that died meanwhile")
+        )
+        raise AmbiguousOutcome(
+            f"{capability}: operation {operation_id!r} may already have been done {where}: "
+            "reconcile there first"
+        )
 
-    def _record_in_ledger(self, op: Operation, end: ChainOutcome) -> None:
-        if not getattr(op, "ledger", False) or end.provider is None:
-            return
-        ledgered = cast(LedgeredOperation, op)
-        if end.outcome is Outcome.OK:
-            message_id = ledgered.message_id(end.provider, end.response)
-            entry = LedgerEntry(DELIVERED, end.provider, message_id, time.time())
-        elif end.outcome is Outcome.AMBIGUOUS:
-            entry = LedgerEntry(AMBIGUOUS, end.provider, None, time.time())
-        else:
-            return
-        self.ledger.record(ledgered.operation_id, entry)
+    @property
+    def ledger(self) -> Ledger:
+        """The operation ledger (opened on first use: SQLite beside the spool, or Redis)."""
+        with self._lock:
+            if self._ledger is None:
+                local = SqliteLedger(ledger_path(self.settings.spool_path))
+                self._ledger = RedisLedger(self._shared, local) if self._shared else local
+            return self._ledger
 
     def _parkable(
         self, capability: str, op: Operation, defer: bool | None
@@ -316,9 +346,18 @@ class Gateway:
         return op
 
     def _park(
-        self, capability: str, op: DeferrableOperation, end: ChainOutcome, latency: float
+        self,
+        capability: str,
+        op: DeferrableOperation,
+        end: ChainOutcome,
+        latency: float,
+        held: Holding | None,
     ) -> Result[httpx.Response]:
+        """Park durably, then settle the ledger's claim as deferred to that request."""
         deferral_id = self.deferral.park(capability, op, end.attempts)
+        if held is not None:
+            settle = Settle(held.operation_id, held.token, DEFERRED, None, deferral_id=deferral_id)
+            self.ledger.submit(settle).result()
         if self.events.active:
             self.events.emit(CallFinished(capability, "deferred", None, end.attempts, latency))
         return Result("deferred", None, end.attempts, deferral_id=deferral_id)
@@ -397,6 +436,8 @@ class Gateway:
             self._ops.close()
         if self._deferral is not None:
             self._deferral.close()
+        if self._ledger is not None:
+            self._ledger.close()
         for rt in self._providers.values():
             rt.close()
 
@@ -405,6 +446,8 @@ class Gateway:
             await asyncio.to_thread(self._ops.close)
         if self._deferral is not None:
             await asyncio.to_thread(self._deferral.close)
+        if self._ledger is not None:
+            await asyncio.to_thread(self._ledger.close)
         for rt in self._providers.values():
             await rt.aclose()
 

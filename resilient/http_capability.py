@@ -39,6 +39,7 @@ class HttpOperation:
     """One HTTP request, rebuilt for each provider so each gets its own base URL and key."""
 
     kind = "http"
+    ledger = False  # a raw request: its Idempotency-Key header, if any, is the provider's
     __slots__ = (
         "_idempotent",
         "_operation_id",

@@ -15,6 +15,7 @@ from typing import Any, Protocol, cast
 
 import httpx
 
+from resilient.ledger.rules import LedgerCommand
 from resilient.policy.breaker import OPEN
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
@@ -28,6 +29,7 @@ class Operation(Protocol):
     """What a call asks of each provider it tries: how to send one attempt, and its semantics."""
 
     failover_when_ambiguous: bool  # another provider may try after "maybe done" (an LLM chat)
+    ledger: bool  # has an effect, claimed per `operation_id` in the ledger (exactly_once)
     credential: str | None  # groups calls for per-credential rate limits
 
     def idempotent_on(self, provider: ProviderRuntime) -> bool:
@@ -60,7 +62,7 @@ class Discard:
 
 
 Command = Send | Sleep | Discard
-Plan = Generator[Command, Any, Any]
+Plan = Generator[Command | LedgerCommand, Any, Any]  # a ledgered call's plan writes the ledger
 
 
 @dataclass(slots=True)
@@ -183,7 +185,13 @@ def _classify(rt: ProviderRuntime, op: Operation, result: object) -> Verdict:
     answer = cast(httpx.Response, result)
     by_status = rt.classifier.response(answer.status_code, answer.headers)
     refine = getattr(op, "verdict", None)  # an operation that also reads the answer's body
-    return by_status if refine is None else refine(rt, answer, by_status)
+    if refine is None:
+        return by_status
+    try:
+        refined: Verdict = refine(rt, answer, by_status)
+    except Exception as exc:  # a hostile or broken answer: it came after a send, so maybe done
+        return Verdict(Outcome.AMBIGUOUS, by_status.status, f"unreadable answer: {exc!r:.80}")
+    return refined
 
 
 _REJECTION_REASONS = {

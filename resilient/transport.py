@@ -24,6 +24,7 @@ class ProviderUnavailable(httpx.ConnectError):
 
 
 class _TransportOperation:
+    ledger = False  # one request of an SDK's own: its SDK keys it, if anyone does
     __slots__ = ("_idempotent", "_inner", "credential", "failover_when_ambiguous", "request")
 
     def __init__(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,13 @@ from resilient.settings import (
 from resilient.testing import SimResponse, Simulator
 
 FAST_RETRY = RetrySettings(attempts=3, backoff_base=0.01, backoff_cap=0.05)
+
+
+@pytest.fixture(autouse=True)
+def _own_state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test in a directory of its own: gateways keep their spool, ledger and overrides
+    under `.resilient/` by default, and one test's operations must not be another's."""
+    monkeypatch.chdir(tmp_path)
 
 
 def provider(name: str, base_url: str, **overrides: Any) -> ProviderSettings:

@@ -1,0 +1,51 @@
+"""The operation ledger: a durable claim per operation id, made before the first byte is sent,
+so an operation with side effects happens at most once across providers, processes, restarts
+and crashes. The rules live in `rules`; SQLite (embedded) and Redis (shared) store them."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from resilient.ledger.rules import (
+    AMBIGUOUS,
+    CLAIMED,
+    DEFERRED,
+    DELIVERED,
+    FAILED,
+    Claim,
+    Granted,
+    LedgerCommand,
+    LedgerEntry,
+    Settle,
+)
+
+
+class Ledger(Protocol):
+    def submit(self, command: LedgerCommand) -> Future[Any]:
+        """Apply a Claim (answers Granted) or a Settle (answers whether it was written),
+        durably, by the time the future is done."""
+        ...
+
+    def get(self, operation_id: str) -> LedgerEntry | None: ...
+
+    def record_delivered(
+        self, operation_id: str, provider: str, message_id: str | None
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "AMBIGUOUS",
+    "CLAIMED",
+    "DEFERRED",
+    "DELIVERED",
+    "FAILED",
+    "Claim",
+    "Granted",
+    "Ledger",
+    "LedgerCommand",
+    "LedgerEntry",
+    "Settle",
+]

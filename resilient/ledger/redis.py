@@ -1,0 +1,90 @@
+"""The shared ledger: one Redis key per operation, read and written under WATCH, so every
+process on the Redis sees one claim per operation id; the rules are `resilient.ledger.rules`'.
+
+While Redis is unreachable, the process falls back to its own SQLite ledger: it keeps serving,
+and never repeats what it claimed itself (other processes cannot see those claims meanwhile).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from resilient.ledger.rules import (
+    DEFAULT_TTL,
+    DELIVERED,
+    LedgerCommand,
+    LedgerEntry,
+    apply,
+    visible,
+)
+from resilient.ledger.sqlite import SqliteLedger
+
+
+class RedisLedger:
+    def __init__(
+        self,
+        client: Any,
+        local: SqliteLedger,
+        ttl: float = DEFAULT_TTL,
+        prefix: str = "resilient:ledger:",
+    ) -> None:
+        import redis
+
+        self._redis = client
+        self._local = local
+        self._ttl = int(ttl)
+        self._prefix = prefix
+        self._errors = (redis.RedisError, OSError)
+        self._watch_error = redis.WatchError
+
+    def submit(self, command: LedgerCommand) -> Future[Any]:
+        """Applied at once (a Redis round trip or three); the future is already done."""
+        try:
+            answer = self._apply(command)
+        except self._errors:
+            return self._local.submit(command)
+        future: Future[Any] = Future()
+        future.set_result(answer)
+        return future
+
+    def _apply(self, command: LedgerCommand) -> Any:
+        key = self._prefix + command.operation_id
+        while True:
+            with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    current = None if raw is None else LedgerEntry.from_json(json.loads(raw))
+                    after, answer = apply(current, command, time.time())
+                    if after is None:
+                        pipe.unwatch()
+                        return answer
+                    pipe.multi()
+                    pipe.set(key, json.dumps(after.to_json()), ex=self._ttl)
+                    pipe.execute()
+                    return answer
+                except self._watch_error:
+                    continue  # another process wrote it meanwhile: read again
+
+    def get(self, operation_id: str) -> LedgerEntry | None:
+        try:
+            raw = self._redis.get(self._prefix + operation_id)
+        except self._errors:
+            return self._local.get(operation_id)
+        if raw is None:
+            return self._local.get(operation_id)
+        return visible(LedgerEntry.from_json(json.loads(raw)), time.time())
+
+    def record_delivered(self, operation_id: str, provider: str, message_id: str | None) -> None:
+        entry = LedgerEntry(DELIVERED, provider, time.time(), message_id=message_id)
+        try:
+            self._redis.set(self._prefix + operation_id, json.dumps(entry.to_json()), ex=self._ttl)
+        except self._errors:
+            self._local.record_delivered(operation_id, provider, message_id)
+
+    def close(self) -> None:
+        self._local.close()
+        self._redis.close()
