@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Generator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
 from resilient.errors import ResilientError
+from resilient.lookup import Found
 from resilient.runtime import ProviderRuntime
 
 Preparation = Generator[httpx.Request, httpx.Response, httpx.Response | None]
@@ -45,6 +46,23 @@ class Adapter(Protocol):
 
     def message_id(self, response: httpx.Response) -> str | None:
         """The provider's id for what it did, from its successful answer."""
+        ...
+
+
+@runtime_checkable
+class LookupAdapter(Protocol):
+    """An adapter that can ask its provider what became of an operation (reconciliation of an
+    ambiguous outcome, `resilient.lookup`): one request, and how to read its answer."""
+
+    def lookup(
+        self, model: Any, provider: ProviderRuntime, operation_id: str, since: float
+    ) -> httpx.Request:
+        """The request that finds what `build` sent for `operation_id` since `since`."""
+        ...
+
+    def found(self, response: httpx.Response, model: Any, operation_id: str, since: float) -> Found:
+        """The lookup's 200 answer read: DONE with the provider's id, NOT_DONE only when the
+        answer proves it, else UNKNOWN."""
         ...
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
 from providers import cross_channel
+from providers.adapter import LookupAdapter
 from providers.models import Charge, Email, Post, Sms
 from resilient.deferral import register_operation
 from resilient.errors import ChainExhausted, DeadlineExceeded, InvalidRequest, ResilientError
+from resilient.lookup import UNKNOWN, Found
 from resilient.policy.classify import Verdict
 from resilient.registry import FacadeKinds, register_facade
 from resilient.result import Result
@@ -125,6 +127,37 @@ class ModelOperation:
         verdict: Verdict = refine(response, default)
         return verdict
 
+    def can_look_up(self, provider: ProviderRuntime) -> bool:
+        return isinstance(self._adapter(provider), LookupAdapter)
+
+    def _lookup_request(
+        self, provider: ProviderRuntime, since: float, timeout: float
+    ) -> httpx.Request:
+        adapter = cast(LookupAdapter, self._adapter(provider))
+        request = adapter.lookup(self.model, provider, self.operation_id, since)
+        request.extensions["timeout"] = provider.attempt_timeout(timeout).as_dict()
+        return request
+
+    def look_up(self, provider: ProviderRuntime, since: float, timeout: float) -> httpx.Response:
+        request = self._lookup_request(provider, since, timeout)
+        return provider.client.send(request, auth=self._auth(provider))
+
+    async def alook_up(
+        self, provider: ProviderRuntime, since: float, timeout: float
+    ) -> httpx.Response:
+        request = self._lookup_request(provider, since, timeout)
+        return await provider.aclient.send(request, auth=self._auth(provider))
+
+    def found(
+        self, provider: ProviderRuntime, answer: httpx.Response | BaseException, since: float
+    ) -> Found:
+        if isinstance(answer, BaseException):
+            return Found(UNKNOWN, detail=f"the lookup failed: {type(answer).__name__}")
+        if answer.status_code != 200:  # read whole by `send`: nothing to close
+            return Found(UNKNOWN, detail=f"the lookup was answered {answer.status_code}")
+        adapter = cast(LookupAdapter, self._adapter(provider))
+        return adapter.found(answer, self.model, self.operation_id, since)
+
     def message_id(self, provider: str, response: httpx.Response | None) -> str | None:
         adapter = self._adapters.get(provider)
         if adapter is None or response is None:
@@ -165,10 +198,11 @@ def _receipt(
 ) -> Result[Receipt]:
     if result.status != "delivered":
         return Result(result.status, result.provider, result.attempts, None, result.deferral_id)
-    if not result.attempts:  # served from the ledger: delivered before, nothing sent now
+    if result.value is None:  # from the ledger, or found out by a lookup: nothing sent now
         entry = gateway.ledger.get(op.operation_id)
         message_id = entry.message_id if entry else None
-        return Result("delivered", result.provider, (), Receipt(result.provider, message_id, True))
+        receipt = Receipt(result.provider, message_id, deduplicated=True)
+        return Result("delivered", result.provider, result.attempts, receipt)
     message_id = op.message_id(result.provider or "", result.value)
     return Result(
         "delivered", result.provider, result.attempts, Receipt(result.provider, message_id)

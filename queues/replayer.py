@@ -178,12 +178,15 @@ class Replayer:
                 self._dead_letter(buried.capability, buried.id, why)
 
         tasks = []
-        for request in requests:
-            wait = ramp.reserve(time.monotonic())
-            if wait > 0:
-                await asyncio.sleep(wait)
-            tasks.append(asyncio.create_task(replay(request)))
-        await asyncio.gather(*tasks)
+        try:
+            for request in requests:
+                wait = ramp.reserve(time.monotonic())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                tasks.append(asyncio.create_task(replay(request)))
+            await asyncio.gather(*tasks)
+        finally:
+            await asyncio.to_thread(commit.close)
         return len(requests)
 
     async def _replay_one(self, request: DeferredRequest, ramp: Ramp) -> dict[str, Any]:

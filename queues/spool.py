@@ -1,7 +1,8 @@
 """The embedded store for parked requests: one SQLite file (stdlib sqlite3, WAL).
 
-Durable before `put` returns (an fsync'd commit). Workers claim due requests under a lease: a
-worker that dies mid-replay loses nothing, its requests come due again when the lease ends.
+Durable before `put` returns (an fsync'd commit, shared by the puts in flight together).
+Workers claim due requests under a lease: a worker that dies mid-replay loses nothing, its
+requests come due again when the lease ends.
 Outcomes are settled without an fsync: a WAL commit survives the death of the process, and
 losing one to a power cut only means a replay the provider's idempotency key absorbs. Several
 processes may share one spool file; SQLite's locking keeps claims exclusive.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from queues.deferred import Codec, CorruptRequest, DeferredRequest
 from queues.store import DEAD, LEASED, READY, Claimed, Entry
+from resilient.group_commit import GroupCommitter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deferred (
@@ -49,6 +51,9 @@ class Spool:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._puts: GroupCommitter[tuple[object, ...]] = GroupCommitter(
+            self._put_rows, "resilient-spool"
+        )
 
     @contextmanager
     def _transaction(self, *, fsync: bool = False) -> Iterator[sqlite3.Connection]:
@@ -64,22 +69,26 @@ class Spool:
             self._db.execute("COMMIT")
 
     def put(self, request: DeferredRequest, *, due: float | None = None) -> None:
-        """Store `request` (replacing one with the same id); durable when this returns."""
-        body = self._codec.encode(request)
+        """Store `request` (replacing one with the same id); durable when this returns. Puts
+        from threads in flight together share one fsync'd commit (group commit)."""
+        row = (
+            request.id,
+            request.capability,
+            READY,
+            request.created_at if due is None else due,
+            request.created_at,
+            request.deadline,
+            request.tries,
+            self._codec.encode(request),
+        )
+        self._puts.submit(row).result()
+
+    def _put_rows(self, rows: Sequence[tuple[object, ...]]) -> list[None]:
         with self._transaction(fsync=True) as db:
-            db.execute(
-                "INSERT OR REPLACE INTO deferred VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-                (
-                    request.id,
-                    request.capability,
-                    READY,
-                    request.created_at if due is None else due,
-                    request.created_at,
-                    request.deadline,
-                    request.tries,
-                    body,
-                ),
+            db.executemany(
+                "INSERT OR REPLACE INTO deferred VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)", rows
             )
+        return [None] * len(rows)
 
     def claim(self, capability: str, limit: int, lease: float, now: float | None = None) -> Claimed:
         """Lease up to `limit` due requests of `capability` (ready, or whose lease ran out)."""
@@ -220,5 +229,6 @@ class Spool:
         }
 
     def close(self) -> None:
+        self._puts.close()
         with self._lock:
             self._db.close()

@@ -26,6 +26,7 @@ class ChainOutcome:
     response: httpx.Response | None = None
     error: BaseException | None = None
     out_of_time: bool = False
+    message_id: str | None = None  # the provider's id, when a lookup found it rather than an answer
 
 
 @dataclass(slots=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 from resilient.deadlines import watches
+from resilient.exactly_once import LedgeredOperation
 from resilient.ledger import Claim, Ledger, Settle
+from resilient.lookup import Lookup
 from resilient.pipeline import Discard, Operation, Plan, Send, Sleep
 
 
@@ -30,6 +32,13 @@ def run_sync(plan: Plan, op: Operation, ledger: Ledger | None = None) -> Any:
                 value = None
             elif isinstance(command, (Claim, Settle)) and ledger is not None:
                 value = ledger.submit(command).result()
+            elif isinstance(command, Lookup):
+                try:
+                    value = cast(LedgeredOperation, op).look_up(
+                        command.provider, command.since, command.timeout
+                    )
+                except Exception as exc:  # the plan reads it as "unknown"
+                    value = exc
             else:
                 raise TypeError(f"unknown command {command!r}")
             command = plan.send(value)
@@ -67,6 +76,20 @@ async def run_async(plan: Plan, op: Operation, ledger: Ledger | None = None) -> 
                 value = None
             elif isinstance(command, (Claim, Settle)) and ledger is not None:
                 value = await asyncio.wrap_future(ledger.submit(command))
+            elif isinstance(command, Lookup):
+                watched = watch.start(command.timeout, task)
+                try:
+                    value = await cast(LedgeredOperation, op).alook_up(
+                        command.provider, command.since, command.timeout
+                    )
+                except Exception as exc:
+                    value = exc
+                except asyncio.CancelledError:
+                    if not watch.end(watched):
+                        raise
+                    value = TimeoutError(f"lookup cut at its {command.timeout:g}s timeout")
+                finally:
+                    watch.end(watched)
             else:
                 raise TypeError(f"unknown command {command!r}")
             command = plan.send(value)

@@ -29,7 +29,7 @@ from resilient.errors import (
 )
 from resilient.exactly_once import Known, LedgeredOperation, Walked, once_plan
 from resilient.executors import run_async, run_sync
-from resilient.ledger import CLAIMED, DEFERRED, DELIVERED, Ledger, LedgerEntry, Settle
+from resilient.ledger import CLAIMED, DEFERRED, DELIVERED, Ledger, Settle
 from resilient.ledger.redis import RedisLedger
 from resilient.ledger.sqlite import SqliteLedger, ledger_path
 from resilient.overrides import OverrideState
@@ -61,9 +61,11 @@ class Gateway:
         async_transport: httpx.AsyncBaseTransport | None = None,
         background_replay: bool = True,
         ops: bool = True,
+        ledger: Ledger | None = None,
     ) -> None:
         """`background_replay=False`: park deferrals but leave replaying to `resilient worker`.
-        `ops=False`: no ops loop (no live overrides, no published status)."""
+        `ops=False`: no ops loop (no live overrides, no published status). `ledger`: where
+        operations are claimed (default: SQLite beside the spool, or Redis when configured)."""
         self.settings = settings or GatewaySettings()
         self.background_replay = background_replay
         self.events = EventBus()
@@ -79,7 +81,7 @@ class Gateway:
         self._sync_facades: dict[str, Any] = {}
         self.sync = SyncGateway(self)
         self._lock = threading.Lock()
-        self._ledger: Ledger | None = None
+        self._ledger = ledger
         self._deferral: DeferralBackend | None = None
         if any(cap.defer for cap in self.settings.capabilities.values()):
             self._deferral = create_backend(self)  # the embedded one replays while we are open
@@ -217,7 +219,7 @@ class Gateway:
         plan = self._once(capability, chain, op, until, parkable, replay_of)
         walked = run_sync(plan, op, self.ledger)
         if isinstance(walked, Known):
-            return self._known(capability, op, walked.entry)
+            return self._known(capability, op, walked)
         end, latency = walked.end, chain[0].clock() - started
         if walked.parking and parkable is not None:
             if end.response is not None:
@@ -251,7 +253,7 @@ class Gateway:
         plan = self._once(capability, chain, op, until, parkable, replay_of)
         walked = await run_async(plan, op, self.ledger)
         if isinstance(walked, Known):
-            return self._known(capability, op, walked.entry)
+            return self._known(capability, op, walked)
         end, latency = walked.end, chain[0].clock() - started
         if walked.parking and parkable is not None:
             if end.response is not None:
@@ -298,28 +300,34 @@ class Gateway:
             replay_of=replay_of,
         )
 
-    def _known(self, capability: str, op: Operation, entry: LedgerEntry) -> Result[httpx.Response]:
-        """The result of a call that found its operation in the ledger and sent nothing."""
+    def _known(self, capability: str, op: Operation, known: Known) -> Result[httpx.Response]:
+        """The result of a call that found its operation in the ledger (or found it out by a
+        lookup) and sent it nowhere."""
+        entry, attempts = known.entry, known.attempts
         operation_id = cast(LedgeredOperation, op).operation_id
         if entry.state == DELIVERED:
             if self.events.routine:
-                self.events.emit(CallFinished(capability, "delivered", entry.provider, (), 0.0))
-            return Result("delivered", entry.provider, ())
+                self.events.emit(
+                    CallFinished(capability, "delivered", entry.provider, attempts, 0.0)
+                )
+            return Result("delivered", entry.provider, attempts)
         if entry.state == DEFERRED:
-            return Result("deferred", None, (), deferral_id=entry.deferral_id)
+            return Result("deferred", None, attempts, deferral_id=entry.deferral_id)
         if entry.state == CLAIMED:
             raise OperationInProgress(
                 f"{capability}: operation {operation_id!r} is being carried out by another "
-                f"call (on {entry.provider}); its outcome was not known by this call's deadline"
+                f"call (on {entry.provider}); its outcome was not known by this call's deadline",
+                attempts,
             )
         where = (
-            f"by {entry.provider}, which cannot deduplicate it"
+            f"by {entry.provider}, which can neither deduplicate it nor tell"
             if entry.provider
-            else ("or parked, by a process that died meanwhile")
+            else "or parked, by a process that died meanwhile"
         )
         raise AmbiguousOutcome(
             f"{capability}: operation {operation_id!r} may already have been done {where}: "
-            "reconcile there first"
+            "reconcile there first",
+            attempts,
         )
 
     @property

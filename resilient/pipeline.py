@@ -16,6 +16,7 @@ from typing import Any, Protocol, cast
 import httpx
 
 from resilient.ledger.rules import LedgerCommand
+from resilient.lookup import Lookup
 from resilient.policy.breaker import OPEN
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
@@ -62,7 +63,7 @@ class Discard:
 
 
 Command = Send | Sleep | Discard
-Plan = Generator[Command | LedgerCommand, Any, Any]  # a ledgered call's plan writes the ledger
+Plan = Generator[Command | LedgerCommand | Lookup, Any, Any]  # a ledgered call's plan adds these
 
 
 @dataclass(slots=True)

@@ -55,6 +55,10 @@ EXPECTED = [
     "8.providers20.rss",
     "8.inflight.traced",
     "8.inflight.rss",
+    "9.park.sqlite",
+    "9.ledger.sqlite",
+    "9.cpu.email",
+    "9.cpu.charge",
 ]
 NOT_YET: set[str] = set()
 BENCH_ONLY = {  # need tenacity / aiolimiter, which the package does not depend on

@@ -4,6 +4,9 @@ simulated Vonage."""
 
 from __future__ import annotations
 
+import base64
+import calendar
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,10 +19,11 @@ from providers.sms.vonage import VonageAdapter
 from resilient.config import settings_from_mapping
 from resilient.errors import AmbiguousOutcome, ConfigError, FatalError, ResilientError
 from resilient.gateway import Gateway
+from resilient.lookup import DONE, UNKNOWN
 from resilient.policy.classify import Classifier
 from resilient.policy.outcome_class import Outcome
 from resilient.settings import ProviderSettings
-from resilient.testing import Simulator
+from resilient.testing import Fault, Simulator
 from resilient.testing.routes import twilio as twilio_routes
 from resilient.testing.routes import vonage as vonage_routes
 from tests.conftest import capability_gateway, provider_table
@@ -282,5 +286,170 @@ async def test_a_partly_sent_message_is_never_sent_elsewhere(
         await send(gw, mode, Sms(to="+447700900000", body="x" * 200, sender="+447700900001"))
     await gw.aclose()
 
-    assert len(simulator.requests(prefix="/vonage")) == 1
+    assert len(simulator.requests(method="POST", prefix="/vonage")) == 1  # the lookup is a GET
     assert simulator.requests(prefix="/twilio") == []
+
+
+SMS_JSON = "/vonage/sms/json"
+RECORDS = "/vonage/v2/reports/records"
+
+
+def reconciling_gateway(base_url: str | None = None) -> Gateway:
+    """One attempt that times out fast, and a call long enough to ask Vonage afterwards."""
+    table = {**vonage(base_url), "timeout": "500ms", "retry": {"attempts": 1}}
+    return Gateway(
+        settings_from_mapping(
+            {
+                "providers": {"vonage": table},
+                "capabilities": {"sms": {"chain": ["vonage"], "timeout": "10s"}},
+            }
+        )
+    )
+
+
+def record(client_ref: str | None = "op-42", **fields: Any) -> dict[str, Any]:
+    """An outbound SMS record as the Reports API lists it."""
+    return {
+        "account_id": "abcd1234",
+        "message_id": "0A0000000123ABCD1",
+        "client_ref": client_ref,
+        "direction": "outbound",
+        "from": "AcmeInc",
+        "to": "447700900000",
+        "date_received": time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime()),
+        "status": "accepted",
+        **fields,
+    }
+
+
+def _utc(text: str) -> float:
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+async def test_the_lookup_asks_the_reports_api_for_records_to_the_recipient() -> None:
+    """A send that timed out is looked up in the synchronous Reports API: Basic auth, the key as
+    account_id, outbound SMS to our recipient since the claim less the clock skew; the record
+    carrying our client-ref gives the message id."""
+    gw = reconciling_gateway()
+    page = {"request_status": "SUCCESS", "items_count": 2, "records": [record("other"), record()]}
+    started = time.time()
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post(URL).mock(side_effect=httpx.ReadTimeout("no answer"))
+        lookup = mock.get("https://api.nexmo.com/v2/reports/records").mock(
+            return_value=httpx.Response(200, json=page)
+        )
+        result = await gw.sms.send(SMS)
+    await gw.aclose()
+
+    request = lookup.calls.last.request
+    token = base64.b64encode(b"abcd1234:s3cr3t-value").decode()
+    assert request.headers["authorization"] == f"Basic {token}"
+    params = dict(request.url.params)
+    start, end = _utc(params.pop("date_start")), _utc(params.pop("date_end"))
+    assert params == {
+        "account_id": "abcd1234",
+        "product": "SMS",
+        "direction": "outbound",
+        "to": "447700900000",
+    }
+    assert started - 300 - 1 <= start <= time.time() - 300
+    assert started + 300 <= end <= time.time() + 300 + 1
+    assert (result.status, result.value.message_id) == ("delivered", "0A0000000123ABCD1")
+    assert result.attempts[-1].reason == "lookup: found 0A0000000123ABCD1"
+
+
+def _found(records: Any, body: str = SMS.body, since: float | None = None) -> tuple[str, str]:
+    adapter = VonageAdapter(ProviderSettings(name="vonage", kind="vonage"))
+    answer = httpx.Response(200, json={"records": records})
+    sms = Sms(to="+447700900000", body=body)
+    found = adapter.found(answer, sms, "op-42", time.time() if since is None else since)
+    return found.state, found.detail
+
+
+def test_only_a_whole_accepted_message_is_found() -> None:
+    """DONE needs a record for every part, none rejected, since the claim; anything else,
+    nothing found included, is unknown: Vonage's records prove a send, never its absence."""
+    long = "x" * 200  # two parts
+    second = record(message_id="0A0000000123ABCD2")
+    assert _found([record()]) == (DONE, "found 0A0000000123ABCD1")
+    assert _found([record(), second], long) == (DONE, "found 0A0000000123ABCD1")
+    assert _found([record()], long) == (UNKNOWN, "1 of its 2 parts found: not whole")
+    assert _found([record(), record(status="rejected")], long)[0] == UNKNOWN
+    assert _found([record("op-4")]) == (UNKNOWN, "no record with this client-ref yet: no proof")
+    assert _found([]) == (UNKNOWN, "no record with this client-ref yet: no proof")
+    assert _found([record()], since=time.time() + 301)[0] == UNKNOWN  # from before the claim
+    assert _found([record(status="delivered")], "€" * 81)[0] == UNKNOWN  # 162 septets: 2 parts
+
+
+async def test_a_send_vonage_did_but_never_answered_is_delivered_once(
+    simulator: Simulator, mode: str
+) -> None:
+    """Vonage takes the SMS, then never answers: the attempt times out, the gateway finds its
+    record by client-ref, and delivers without sending it again."""
+    account = vonage_routes.mount(simulator, "/vonage")
+    simulator.inject(Fault.hang(after_effect=True), method="POST", path=SMS_JSON)
+    gw = reconciling_gateway(simulator.url("/vonage"))
+    try:
+        result = await send(gw, mode, SMS)
+    finally:
+        await gw.aclose()
+
+    [message] = account.messages
+    assert message["client-ref"] == "op-42"
+    assert (result.status, result.provider) == ("delivered", "vonage")
+    assert result.value.message_id == message["message-id"]
+    assert [a.outcome for a in result.attempts] == [Outcome.AMBIGUOUS, Outcome.OK]
+    assert result.attempts[-1].reason.startswith("lookup: found ")
+    assert len(simulator.requests(method="POST", path=SMS_JSON)) == 1
+    assert len(simulator.requests(method="GET", path=RECORDS)) == 1
+
+
+async def test_a_partly_sent_message_is_not_taken_for_a_sent_one(simulator: Simulator) -> None:
+    """One part accepted, one refused: the lookup finds one record of two, and the outcome
+    stays ambiguous."""
+    account = vonage_routes.mount(simulator, "/vonage")
+    account.answer_with(0, 9)
+    gw = reconciling_gateway(simulator.url("/vonage"))
+    try:
+        with pytest.raises(AmbiguousOutcome, match="lookup: 1 of its 2 parts found"):
+            await gw.sms.send(Sms(to="+447700900000", body="x" * 200, idempotency_key="op-43"))
+    finally:
+        await gw.aclose()
+    assert len(simulator.requests(method="POST", path=SMS_JSON)) == 1
+
+
+async def test_an_operation_id_too_long_for_client_ref_is_not_looked_up(
+    simulator: Simulator,
+) -> None:
+    """Sent without client-ref, it has nothing to match: no records are asked for."""
+    vonage_routes.mount(simulator, "/vonage")
+    simulator.inject(Fault.hang(after_effect=True), method="POST", path=SMS_JSON)
+    gw = reconciling_gateway(simulator.url("/vonage"))
+    try:
+        with pytest.raises(AmbiguousOutcome, match="lookup: the lookup failed"):
+            await gw.sms.send(Sms(to="+447700900000", body="hi", idempotency_key="k" * 41))
+    finally:
+        await gw.aclose()
+    assert simulator.requests(method="GET", path=RECORDS) == []
+
+
+async def test_without_the_reports_api_the_send_stays_ambiguous(
+    simulator: Simulator, mode: str
+) -> None:
+    """An account refused the Reports API: the send that timed out stays AmbiguousOutcome, and
+    neither it nor a retry of the same key sends the SMS again."""
+    account = vonage_routes.mount(simulator, "/vonage")
+    account.reports = False
+    simulator.inject(Fault.hang(after_effect=True), method="POST", path=SMS_JSON)
+    gw = reconciling_gateway(simulator.url("/vonage"))
+    try:
+        with pytest.raises(AmbiguousOutcome) as raised:
+            await send(gw, mode, SMS)
+        assert "lookup: the lookup was answered 403" in str(raised.value)
+        simulator.clear_faults()
+        with pytest.raises(AmbiguousOutcome):
+            await send(gw, mode, SMS)
+    finally:
+        await gw.aclose()
+    assert len(simulator.requests(method="POST", path=SMS_JSON)) == 1
+    assert len(account.messages) == 1

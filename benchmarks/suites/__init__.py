@@ -19,6 +19,7 @@ MODULES = (
     "shared_state",  # 6 Redis shared breaker / limiter state
     "replay",  # 7 replay throughput
     "memory",  # 8 memory of 20 providers and per in-flight call
+    "durability",  # 9 parks and ledger claims per second, the durable ledger per call
 )
 
 

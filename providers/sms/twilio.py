@@ -7,11 +7,18 @@ Form-encoded `To`, `From`, `Body`; Basic auth `AccountSid:AuthToken` (the `accou
 with the Message resource; its `sid` is the message id. Errors are
 `{"code", "message", "more_info", "status"}` with the HTTP status. Message creation takes no
 idempotency key: a repeat sends the message again.
+
+What became of an ambiguous send can be found out: the Messages list, filtered by `To` and
+`From` and most recent first (https://www.twilio.com/docs/messaging/api/message-resource#read-
+multiple-message-resources), holds every message the account created; one with our body,
+created since the claim, is the one we sent. Only a page that reaches back past that moment
+proves it was not sent.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -20,12 +27,14 @@ from providers.adapter import api_key, base_url, basic_auth, json_field
 from providers.models import Sms
 from providers.sms._common import sender
 from resilient.errors import ResilientError
+from resilient.lookup import CLOCK_SKEW, DONE, NOT_DONE, UNKNOWN, Found
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
 from resilient.runtime import ProviderRuntime
 from resilient.settings import ProviderSettings
 
 API = "https://api.twilio.com"
+LOOKUP_PAGE = 1000  # the most Twilio lists on one page
 
 # Twilio error codes of a 4xx that concern this account or its sender, not the message: another
 # provider, with its own numbers and permissions, may still deliver it
@@ -48,21 +57,57 @@ class TwilioAdapter:
         self._account_sid = settings.options.get("account_sid")
 
     def build(self, model: Sms, provider: ProviderRuntime, operation_id: str) -> httpx.Request:
-        if not self._account_sid:
-            raise ResilientError(f"provider {provider.name!r} has no account_sid in its config")
-        account = str(self._account_sid)
-        prefix = "whatsapp:" if model.channel == "whatsapp" else ""
-        origin = sender(model, provider)
         return httpx.Request(
             "POST",
-            f"{base_url(provider, API)}/2010-04-01/Accounts/{account}/Messages.json",
-            headers={"Authorization": basic_auth(account, api_key(provider))},
-            data={
-                "To": prefix + model.to,
-                "From": origin if origin.startswith(prefix) else prefix + origin,
-                "Body": model.body,
-            },
+            self._messages(provider),
+            headers={"Authorization": self._auth(provider)},
+            data={**self._parties(model, provider), "Body": model.body},
         )
+
+    def lookup(
+        self, model: Sms, provider: ProviderRuntime, operation_id: str, since: float
+    ) -> httpx.Request:
+        return httpx.Request(
+            "GET",
+            self._messages(provider),
+            headers={"Authorization": self._auth(provider)},
+            params={**self._parties(model, provider), "PageSize": str(LOOKUP_PAGE)},
+        )
+
+    def found(self, response: httpx.Response, model: Sms, operation_id: str, since: float) -> Found:
+        page = response.json()
+        messages = page.get("messages") if isinstance(page, dict) else None
+        if not isinstance(messages, list):
+            return Found(UNKNOWN, detail="the Messages list had no messages array")
+        window = since - CLOCK_SKEW
+        for message in messages:
+            created = _created(message)
+            if created is None:
+                continue
+            if created < window:
+                return Found(NOT_DONE, detail=f"no message with this body since {since:.0f}")
+            if message.get("body") == model.body:
+                return Found(DONE, str(message.get("sid")), f"found {message.get('sid')}")
+        if page.get("next_page_uri"):
+            return Found(UNKNOWN, detail=f"more than {LOOKUP_PAGE} messages since the send")
+        return Found(NOT_DONE, detail="no message with this body")
+
+    def _messages(self, provider: ProviderRuntime) -> str:
+        if not self._account_sid:
+            raise ResilientError(f"provider {provider.name!r} has no account_sid in its config")
+        return f"{base_url(provider, API)}/2010-04-01/Accounts/{self._account_sid}/Messages.json"
+
+    def _auth(self, provider: ProviderRuntime) -> str:
+        return basic_auth(str(self._account_sid), api_key(provider))
+
+    @staticmethod
+    def _parties(model: Sms, provider: ProviderRuntime) -> dict[str, str]:
+        prefix = "whatsapp:" if model.channel == "whatsapp" else ""
+        origin = sender(model, provider)
+        return {
+            "To": prefix + model.to,
+            "From": origin if origin.startswith(prefix) else prefix + origin,
+        }
 
     def message_id(self, response: httpx.Response) -> str | None:
         return json_field(response, "sid")
@@ -77,6 +122,16 @@ class TwilioAdapter:
         if outcome is Outcome.FATAL and code.isdigit() and int(code) in ACCOUNT_ERRORS:
             outcome = Outcome.FAILOVER
         return dataclasses.replace(default, outcome=outcome, reason=f"{default.reason} {code}")
+
+
+def _created(message: object) -> float | None:
+    """A message's `date_created` (RFC 2822) in epoch seconds, or None if it has none."""
+    if not isinstance(message, dict):
+        return None
+    try:
+        return parsedate_to_datetime(str(message.get("date_created"))).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 register_sdk_kind("twilio", factory=TwilioAdapter)

@@ -23,8 +23,8 @@ from resilient.ledger.rules import (
 
 class Ledger(Protocol):
     def submit(self, command: LedgerCommand) -> Future[Any]:
-        """Apply a Claim (answers Granted) or a Settle (answers whether it was written),
-        durably, by the time the future is done."""
+        """Apply a Claim (answers Granted) or a Settle (answers the entry written, or None if
+        the claim was no longer the writer's), durably, by the time the future is done."""
         ...
 
     def get(self, operation_id: str) -> LedgerEntry | None: ...

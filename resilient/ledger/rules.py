@@ -41,7 +41,7 @@ OWNER: Final = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 class LedgerEntry:
     state: State
     provider: str | None  # who has (or may have) acted; None before any provider was named
-    at: float  # wall-clock time of the last change
+    at: float  # wall-clock time the claim named its provider: a lookup searches from there
     token: str = ""  # the claim's fencing token, kept by its outcome
     owner: str = ""  # the process holding a claim
     lease_until: float = 0.0  # wall-clock end of a claim's lease
@@ -160,7 +160,7 @@ def settle(current: LedgerEntry | None, write: Settle, now: float) -> LedgerEntr
         current,
         state=write.state,
         provider=write.provider,
-        at=now,
+        at=now if write.state == CLAIMED else current.at,  # an outcome keeps the send's time
         message_id=write.message_id,
         deferral_id=write.deferral_id,
     )
@@ -168,10 +168,11 @@ def settle(current: LedgerEntry | None, write: Settle, now: float) -> LedgerEntr
 
 def apply(
     current: LedgerEntry | None, command: LedgerCommand, now: float
-) -> tuple[LedgerEntry | None, Granted | bool]:
-    """(the entry to store, or None to leave it as it is; the answer for the caller)."""
+) -> tuple[LedgerEntry | None, Granted | LedgerEntry | None]:
+    """(the entry to store, or None to leave it as it is; the answer for the caller: a Claim's
+    Granted, a Settle's written entry or None when fenced off)."""
     if isinstance(command, Claim):
         granted = claim(current, command, now)
         return (granted.entry if granted.owned else None), granted
     after = settle(current, command, now)
-    return after, after is not None
+    return after, after

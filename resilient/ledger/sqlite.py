@@ -8,7 +8,6 @@ group commit, so callers in flight together pay one fsync.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -17,10 +16,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from resilient.ledger.group_commit import GroupCommitter
+from resilient.group_commit import GroupCommitter
 from resilient.ledger.rules import (
+    CLAIMED,
     DEFAULT_TTL,
     DELIVERED,
+    Claim,
     LedgerCommand,
     LedgerEntry,
     apply,
@@ -28,9 +29,23 @@ from resilient.ledger.rules import (
 )
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger (id TEXT PRIMARY KEY, at REAL NOT NULL, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    provider TEXT,
+    at REAL NOT NULL,
+    token TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    lease_until REAL NOT NULL,
+    message_id TEXT,
+    deferral_id TEXT
+);
 CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
 """
+_COLUMNS = "state, provider, at, token, owner, lease_until, message_id, deferral_id"
+_INSERT = f"INSERT OR IGNORE INTO ledger (id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_REPLACE = _INSERT.replace("OR IGNORE", "OR REPLACE")
+_SELECT = f"SELECT {_COLUMNS} FROM ledger WHERE id = ?"
 _PRUNE_EVERY = 1000  # batches between deletions of entries older than the TTL
 
 
@@ -50,6 +65,7 @@ class SqliteLedger:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._fsync = True
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()  # the connection: the writer thread and readers
         self._batches = 0
@@ -61,24 +77,21 @@ class SqliteLedger:
         return self._writer.submit(command)
 
     def _write(self, commands: Sequence[LedgerCommand]) -> list[Any]:
+        """One transaction for the batch; fsync'd when it holds a claim or a move to another
+        provider (durable before that provider's first byte). A final outcome is committed
+        without an fsync: a process crash keeps it (WAL), and if a power cut loses it the
+        claim it ended stands again, ambiguous on its provider: never a second effect."""
         now = time.time()
+        fsync = any(isinstance(c, Claim) or c.state == CLAIMED for c in commands)
         answers: list[Any] = []
         with self._lock:
             db = self._db
+            if fsync != self._fsync:
+                db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+                self._fsync = fsync
             db.execute("BEGIN IMMEDIATE")
             try:
-                for command in commands:
-                    row = db.execute(
-                        "SELECT entry FROM ledger WHERE id = ?", (command.operation_id,)
-                    ).fetchone()
-                    current = None if row is None else LedgerEntry.from_json(json.loads(row[0]))
-                    after, answer = apply(current, command, now)
-                    if after is not None:
-                        db.execute(
-                            "INSERT OR REPLACE INTO ledger VALUES (?, ?, ?)",
-                            (command.operation_id, now, json.dumps(after.to_json())),
-                        )
-                    answers.append(answer)
+                answers = [self._apply(db, command, now) for command in commands]
                 self._batches += 1
                 if self._batches % _PRUNE_EVERY == 0:
                     db.execute("DELETE FROM ledger WHERE at < ?", (now - self._ttl,))
@@ -88,26 +101,57 @@ class SqliteLedger:
             db.execute("COMMIT")
         return answers
 
+    @staticmethod
+    def _apply(db: sqlite3.Connection, command: LedgerCommand, now: float) -> Any:
+        key = command.operation_id
+        if isinstance(command, Claim):  # most claims are of new ids: one INSERT, no SELECT
+            fresh, granted = apply(None, command, now)
+            assert fresh is not None
+            inserted = db.execute(
+                _INSERT,
+                (key, *_row(fresh)),
+            )
+            if inserted.rowcount == 1:
+                return granted
+        row = db.execute(_SELECT, (key,)).fetchone()
+        after, answer = apply(None if row is None else LedgerEntry(*row), command, now)
+        if after is not None:
+            db.execute(
+                _REPLACE,
+                (key, *_row(after)),
+            )
+        return answer
+
     def get(self, operation_id: str) -> LedgerEntry | None:
         """The entry as callers must read it (a dead holder's claim is ambiguous)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT entry FROM ledger WHERE id = ?", (operation_id,)
-            ).fetchone()
-        if row is None:
-            return None
-        return visible(LedgerEntry.from_json(json.loads(row[0])), time.time())
+            row = self._db.execute(_SELECT, (operation_id,)).fetchone()
+        return None if row is None else visible(LedgerEntry(*row), time.time())
 
     def record_delivered(self, operation_id: str, provider: str, message_id: str | None) -> None:
         """Delivered by another operation on its behalf (a cross-channel fallback)."""
         entry = LedgerEntry(DELIVERED, provider, time.time(), message_id=message_id)
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO ledger VALUES (?, ?, ?)",
-                (operation_id, entry.at, json.dumps(entry.to_json())),
+                _REPLACE,
+                (operation_id, *_row(entry)),
             )
 
     def close(self) -> None:
         self._writer.close()
         with self._lock:
             self._db.close()
+
+
+def _row(entry: LedgerEntry) -> tuple[object, ...]:
+    """`entry`'s values in _COLUMNS order."""
+    return (
+        entry.state,
+        entry.provider,
+        entry.at,
+        entry.token,
+        entry.owner,
+        entry.lease_until,
+        entry.message_id,
+        entry.deferral_id,
+    )

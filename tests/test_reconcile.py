@@ -1,0 +1,217 @@
+"""Reconciliation of ambiguous outcomes: a provider that can't deduplicate is asked what it did
+(Twilio's Messages list) before anything is sent again — by a live call that timed out, by a
+retry after AmbiguousOutcome, and by a replay after a worker was SIGKILLed mid-drain."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers import Sms
+from resilient.config import settings_from_mapping
+from resilient.errors import AmbiguousOutcome
+from resilient.gateway import Gateway
+from resilient.policy.outcome_class import Outcome
+from resilient.testing import Fault, Simulator
+from resilient.testing.routes import twilio as twilio_routes
+from resilient.testing.routes import vonage as vonage_routes
+from resilient.testing.routes.twilio import TwilioState
+from resilient.testing.routes.vonage import VonageState
+
+ROOT = Path(__file__).resolve().parent.parent
+SMS = Sms(to="+15550100", body="Your code is 1234", sender="+15550001", idempotency_key="otp-9")
+MESSAGES = "/twilio/2010-04-01/Accounts/AC123/Messages.json"
+
+
+@pytest.fixture
+def accounts(simulator: Simulator) -> tuple[TwilioState, VonageState]:
+    return twilio_routes.mount(simulator, "/twilio"), vonage_routes.mount(simulator, "/vonage")
+
+
+def config(sim: Simulator, **capability: Any) -> dict[str, Any]:
+    return {
+        "gateway": {"spool_path": str(Path(".resilient/spool.db").resolve())},
+        "providers": {
+            "twilio": {
+                "kind": "twilio",
+                "api_key": "auth-token",
+                "account_sid": "AC123",
+                "base_url": sim.url("/twilio"),
+                "timeout": "500ms",
+                "retry": {"attempts": 1},
+            },
+            "vonage": {
+                "kind": "vonage",
+                "api_key": "abcd1234",
+                "api_secret": "s3cr3t",
+                "base_url": sim.url("/vonage"),
+                "retry": {"attempts": 1},
+            },
+        },
+        "capabilities": {"sms": {"chain": ["twilio", "vonage"], "timeout": "10s", **capability}},
+    }
+
+
+async def send(gw: Gateway, mode: str, sms: Sms = SMS) -> Any:
+    if mode == "sync":
+        return await asyncio.to_thread(gw.sync.sms.send, sms)
+    return await gw.sms.send(sms)
+
+
+async def test_a_timed_out_send_that_twilio_did_is_delivered_once(
+    simulator: Simulator, accounts: tuple[TwilioState, VonageState], mode: str
+) -> None:
+    twilio, vonage = accounts
+    simulator.inject(Fault.hang(after_effect=True), method="POST", path=MESSAGES)
+    gw = Gateway(settings_from_mapping(config(simulator)))
+    result = await send(gw, mode)
+    await gw.aclose()
+
+    [message] = twilio.messages.values()
+    assert (result.status, result.provider) == ("delivered", "twilio")
+    assert result.value.message_id == message["sid"]
+    assert [a.outcome for a in result.attempts] == [Outcome.AMBIGUOUS, Outcome.OK]
+    assert result.attempts[-1].reason.startswith("lookup: found")
+    assert vonage.messages == []
+
+
+async def test_a_timed_out_send_that_twilio_did_not_do_goes_on_to_vonage(
+    simulator: Simulator, accounts: tuple[TwilioState, VonageState], mode: str
+) -> None:
+    twilio, vonage = accounts
+    simulator.inject(Fault.hang(), method="POST", path=MESSAGES)
+    gw = Gateway(settings_from_mapping(config(simulator)))
+    result = await send(gw, mode)
+    await gw.aclose()
+
+    assert (result.status, result.provider) == ("delivered", "vonage")
+    assert [a.provider for a in result.attempts] == ["twilio", "twilio", "vonage"]
+    assert result.attempts[1].outcome is Outcome.FAILOVER
+    assert twilio.messages == {} and len(vonage.messages) == 1
+
+
+async def test_when_twilio_cannot_be_asked_the_outcome_stays_ambiguous(
+    simulator: Simulator, accounts: tuple[TwilioState, VonageState]
+) -> None:
+    _, vonage = accounts
+    simulator.inject(Fault.hang(after_effect=True), method="POST", path=MESSAGES)
+    simulator.inject(Fault.status(500), method="GET", path=MESSAGES)
+    gw = Gateway(settings_from_mapping(config(simulator)))
+    with pytest.raises(AmbiguousOutcome) as raised:
+        await gw.sms.send(SMS)
+    assert "lookup: the lookup was answered 500" in str(raised.value)
+    # a retry asks again (Twilio can now answer) and finds the message: nothing is resent
+    simulator.clear_faults()
+    again = await gw.sms.send(SMS)
+    await gw.aclose()
+    assert (again.status, again.provider, again.value.deduplicated) == ("delivered", "twilio", True)
+    assert len(simulator.requests(method="POST", path=MESSAGES)) == 1
+    assert vonage.messages == []
+
+
+WORKER = """
+import sys, time
+from resilient.config import load_settings
+from resilient.gateway import Gateway
+gateway = Gateway(load_settings(sys.argv[1]))  # replays in its background thread
+print("up", flush=True)
+time.sleep(3600)
+"""
+
+
+def start_worker(config_file: Path) -> subprocess.Popen[str]:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WORKER), str(config_file)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert worker.stdout is not None and worker.stdout.readline() == "up\n"
+    return worker
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"not reached in {timeout}s: {what}")
+        time.sleep(0.02)
+
+
+async def test_a_worker_killed_mid_drain_leaves_every_sms_sent_exactly_once(
+    simulator: Simulator, accounts: tuple[TwilioState, VonageState], tmp_path: Path
+) -> None:
+    """40 parked SMS; the replaying worker is SIGKILLed while Twilio holds its requests (some
+    done, some not); the next worker finds out which were done and sends only the rest."""
+    twilio, vonage = accounts
+    mapping = config(simulator, defer=True, timeout="2s")
+    mapping["capabilities"]["sms"]["chain"] = ["twilio"]
+    outage = simulator.inject(Fault.status(503), prefix="/twilio")
+    parker = Gateway(settings_from_mapping(mapping), background_replay=False)
+    for n in range(40):
+        sms = Sms(to="+15550100", body=f"code {n}", sender="+15550001", idempotency_key=f"o-{n}")
+        assert (await parker.sms.send(sms)).status == "deferred"
+    await parker.aclose()
+    simulator.clear_faults()
+    del outage
+    # Twilio now holds each request: 15 done before the answer is lost, then 10 not done
+    simulator.inject(Fault.hang(), method="POST", path=MESSAGES, times=10)
+    simulator.inject(Fault.hang(after_effect=True), method="POST", path=MESSAGES, times=15)
+    parked = len(simulator.requests(method="POST"))
+
+    config_file = tmp_path / "resilient.toml"
+    config_file.write_text(_toml(mapping))
+    worker = await asyncio.to_thread(start_worker, config_file)
+    try:
+        await asyncio.to_thread(
+            wait_for,
+            lambda: len(simulator.requests(method="POST")) >= parked + 25,
+            60.0,
+            "25 sends",
+        )
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    simulator.clear_faults()
+    assert len(twilio.messages) >= 15  # 15 done and never heard of by the dead worker
+
+    successor = Gateway(settings_from_mapping(mapping))
+    try:
+        await asyncio.to_thread(wait_for, lambda: len(twilio.messages) >= 40, 90.0, "40 SMS")
+        await asyncio.sleep(1.0)  # a duplicate would come with the same drain
+    finally:
+        await successor.aclose()
+    bodies = collections.Counter(m["body"] for m in twilio.messages.values())
+    assert bodies == collections.Counter(f"code {n}" for n in range(40))
+    assert len(simulator.requests(method="GET", path=MESSAGES)) >= 15  # asked, not resent
+    assert vonage.messages == []
+
+
+def _toml(mapping: dict[str, Any]) -> str:
+    """The test's config as a TOML file (flat tables and inline values only)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    lines = [f"[gateway]\nspool_path = {value(mapping['gateway']['spool_path'])}"]
+    for section in ("providers", "capabilities"):
+        for name, table in mapping[section].items():
+            lines.append(f"[{section}.{name}]")
+            lines += [f"{k} = {value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
