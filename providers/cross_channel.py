@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import html
 import re
+import time
 import uuid
 from dataclasses import replace
 from typing import Any
 
 from providers.models import MAX_SMS_CHARS, Email, Sms
 from resilient.errors import InvalidRequest
-from resilient.ledger import Ledger
+from resilient.ledger import DELIVERED, Ledger, LedgerEntry
 from resilient.result import Result
 from resilient.settings import CapabilitySettings
 
@@ -64,7 +65,10 @@ def settled(
     """The call's result: the fallback's, carrying the first channel's attempts too, and a
     delivery recorded under the first message's id."""
     if fallback.status == "delivered" and fallback.provider and fallback.value is not None:
-        ledger.record_delivered(first.idempotency_key, fallback.provider, fallback.value.message_id)
+        delivered = LedgerEntry(
+            DELIVERED, fallback.provider, time.time(), message_id=fallback.value.message_id
+        )
+        ledger.record(first.idempotency_key, delivered)
     return Result(
         fallback.status,
         fallback.provider,

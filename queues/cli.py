@@ -12,16 +12,21 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from queues.backend import EmbeddedBackend, RedisBackend
+from queues.deferred import DeferredRequest
 from queues.replayer import worker_settings
-from queues.store import DEAD, Store
+from queues.store import AMBIGUOUS_LETTER, DEAD, Entry, Store
 from resilient.config import load_settings
+from resilient.deferral import decode_operation
 from resilient.errors import ResilientError
 from resilient.gateway import Gateway
+from resilient.ledger import DELIVERED, FAILED, LedgerEntry
+from resilient.units import parse_duration
 
 
 def register(commands: Any) -> None:
@@ -48,6 +53,22 @@ def register(commands: Any) -> None:
     dead.add_argument("--limit", type=int, default=100)
     redrive = verbs.add_parser("redrive", help="put a dead letter back in line")
     redrive.add_argument("id")
+    redrive.add_argument(
+        "--extend",
+        metavar="DURATION",
+        help="a new deadline, DURATION from now, for a letter whose deadline passed (e.g. 1h)",
+    )
+    redrive.add_argument(
+        "--force",
+        action="store_true",
+        help="send an ambiguous letter once more: only after you found it was not done",
+    )
+    reconcile = verbs.add_parser(
+        "reconcile", help="ask providers what became of ambiguous dead letters"
+    )
+    which = reconcile.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?")
+    which.add_argument("--all", action="store_true", help="every ambiguous dead letter")
     purge = verbs.add_parser("purge", help="delete one dead letter, or all of them")
     purge.add_argument("id", nargs="?")
     queue.set_defaults(handler=_queue)
@@ -184,11 +205,82 @@ def _queue_verb(args: argparse.Namespace, gateway: Gateway, spool: Store) -> int
             changed = spool.make_due(capabilities=caps)
         return _out(args, {"due_now": changed})
     if verb == "redrive":
-        if not spool.redrive(args.id):
-            raise ResilientError(f"no dead letter {args.id!r}")
-        return _out(args, {"redriven": args.id})
+        return _out(args, _redrive(args, gateway, spool))
+    if verb == "reconcile":
+        return _out(args, _reconcile(args, gateway, spool))
     purged = spool.purge(args.id)
     return _out(args, {"purged": purged})
+
+
+def _dead_letter(spool: Store, request_id: str) -> tuple[Entry, DeferredRequest]:
+    found = spool.get(request_id)
+    if found is None or found[0].state != DEAD:
+        raise ResilientError(f"no dead letter {request_id!r}")
+    entry, request = found
+    if request is None:
+        raise ResilientError(f"dead letter {request_id!r} does not decode: purge it")
+    return entry, request
+
+
+def _redrive(args: argparse.Namespace, gateway: Gateway, spool: Store) -> dict[str, Any]:
+    """A dead letter back in line, refused where it would only be buried again (its deadline
+    passed: --extend) or could act twice (an ambiguous outcome: reconcile, or --force)."""
+    entry, request = _dead_letter(spool, args.id)
+    deadline = None
+    if args.extend is not None:
+        deadline = time.time() + parse_duration(args.extend)
+    elif entry.deadline <= time.time():
+        raise ResilientError(
+            f"dead letter {args.id!r}: its deadline passed at {_when(entry.deadline)}, so it "
+            "would be buried again at once; give it a new one with --extend DURATION"
+        )
+    if (entry.reason or "").startswith(AMBIGUOUS_LETTER):
+        if not args.force:
+            raise ResilientError(
+                f"dead letter {args.id!r} may already have been delivered; run `resilient "
+                f"queue reconcile {args.id}` to ask the provider, or --force to send it once "
+                "more if you found it was not done"
+            )
+        failed = LedgerEntry(FAILED, None, time.time())  # the operator's word: not done
+        gateway.ledger.record(request.operation_id, failed)
+    spool.redrive(args.id, deadline=deadline)
+    return {"redriven": args.id} | ({"deadline": _when(deadline)} if deadline else {})
+
+
+def _reconcile(args: argparse.Namespace, gateway: Gateway, spool: Store) -> list[dict[str, Any]]:
+    """Each ambiguous dead letter asked after: delivered ones leave the queue, ones provably
+    not done go back in line, the rest stay with what was asked and answered."""
+    if args.all:
+        ids = [
+            e.id
+            for e in spool.entries(DEAD, limit=10**9)
+            if (e.reason or "").startswith(AMBIGUOUS_LETTER)
+        ]
+    else:
+        ids = [args.id]
+    report = []
+    for request_id in ids:
+        entry, request = _dead_letter(spool, request_id)
+        op = decode_operation(request.operation, request.payload)
+        after, looked = gateway.reconcile(op)
+        asked = "; ".join(a.reason for a in looked) or "nothing could be asked"
+        if after is not None and after.state == DELIVERED:
+            spool.settle(delivered=[request_id])
+            outcome = f"delivered by {after.provider} ({after.message_id}): removed"
+        elif after is not None and after.state == FAILED and entry.deadline <= time.time():
+            outcome = "not done, and its deadline passed: redrive it with --extend DURATION"
+        elif after is not None and after.state == FAILED:
+            spool.redrive(request_id)
+            outcome = "not done: back in line"
+        else:
+            state = after.state if after is not None else "no ledger entry"
+            outcome = f"still {state}: left as a dead letter"
+        report.append({"id": request_id, "outcome": outcome, "asked": asked})
+    return report
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
 def _out(args: argparse.Namespace, data: Any) -> int:

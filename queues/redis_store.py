@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -239,18 +240,24 @@ class RedisStore:
         pipe.execute()
         return changed
 
-    def redrive(self, request_id: str, now: float | None = None) -> bool:
+    def redrive(
+        self, request_id: str, now: float | None = None, deadline: float | None = None
+    ) -> bool:
         now = time.time() if now is None else now
         found = self.get(request_id)
         if found is None or found[0].state != DEAD:
             return False
-        entry = found[0]
+        entry, request = found
+        until = entry.deadline
         ns = self._ns
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self._key(request_id), mapping={"state": READY, "due": now, "reason": ""})
+        if deadline is not None and request is not None:
+            until, body = deadline, self._codec.encode(replace(request, deadline=deadline))
+            pipe.hset(self._key(request_id), mapping={"deadline": deadline, "body": body})
         pipe.zadd(f"{ns}:due:{entry.capability}", {request_id: now})
         pipe.zadd(f"{ns}:live", {request_id: entry.created})
-        pipe.zadd(f"{ns}:deadlines", {request_id: entry.deadline})
+        pipe.zadd(f"{ns}:deadlines", {request_id: until})
         pipe.zrem(f"{ns}:dead", request_id)
         pipe.execute()
         return True

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from queues.deferred import DeferredRequest
 from queues.group_commit import GroupCommit
 from queues.ramp import Ramp
-from queues.store import Store
+from queues.store import AMBIGUOUS_LETTER, Store
 from resilient.deferral import decode_operation
 from resilient.errors import AmbiguousOutcome, CallFailed, FatalError, ResilientError
 from resilient.policy.breaker import CLOSED, HALF_OPEN
@@ -211,7 +211,7 @@ class Replayer:
             ramp.restart()  # often the drain itself outran the provider (or us): slow down
             updated = request.with_attempts(exc.attempts, replayed=True)
             if not self._safe_to_repeat(op, exc):
-                reason = "ambiguous outcome: may have been delivered; reconcile before redriving"
+                reason = f"{AMBIGUOUS_LETTER}: may have been delivered; reconcile before redriving"
                 return {"dead": [(updated, reason)]}
             return self._later(updated, now)  # its key makes a repeat a no-op if it was done
         except CallFailed as exc:

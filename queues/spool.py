@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from queues.deferred import Codec, CorruptRequest, DeferredRequest
@@ -193,10 +194,24 @@ class Spool:
                 for capability in capabilities
             )
 
-    def redrive(self, request_id: str, now: float | None = None) -> bool:
-        """A dead letter back in line (its deadline still holds). False if there is none."""
+    def redrive(
+        self, request_id: str, now: float | None = None, deadline: float | None = None
+    ) -> bool:
+        """A dead letter back in line: with its own deadline, or `deadline` when given (one
+        that passed would bury it again at once). False if there is none."""
         now = time.time() if now is None else now
         with self._transaction() as db:
+            if deadline is not None:
+                row = db.execute(
+                    "SELECT body FROM deferred WHERE id = ? AND state = ?", (request_id, DEAD)
+                ).fetchone()
+                if row is None:
+                    return False
+                request = replace(self._codec.decode(row[0]), deadline=deadline)
+                db.execute(
+                    "UPDATE deferred SET deadline = ?, body = ? WHERE id = ?",
+                    (deadline, self._codec.encode(request), request_id),
+                )
             changed = db.execute(
                 "UPDATE deferred SET state = ?, due = ?, reason = NULL WHERE id = ? AND state = ?",
                 (READY, now, request_id, DEAD),

@@ -12,6 +12,7 @@ from typing import Protocol
 from queues.deferred import DeferredRequest
 
 READY, LEASED, DEAD = "ready", "leased", "dead"
+AMBIGUOUS_LETTER = "ambiguous outcome"  # how a maybe-done request's dead-letter reason begins
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,11 @@ class Store(Protocol):
         now: float | None = None,
     ) -> int: ...
 
-    def redrive(self, request_id: str, now: float | None = None) -> bool: ...
+    def redrive(
+        self, request_id: str, now: float | None = None, deadline: float | None = None
+    ) -> bool:
+        """A dead letter back in line, with a new `deadline` if given. False if none."""
+        ...
 
     def purge(self, request_id: str | None = None) -> int: ...
 

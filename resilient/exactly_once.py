@@ -168,6 +168,24 @@ def _reconciled(
     return dataclasses.replace(after, attempts=attempts + after.attempts)
 
 
+def reconcile_plan(
+    op: LedgeredOperation, rt: ProviderRuntime, entry: LedgerEntry, deadline: float
+) -> Generator[Claim | Settle | Lookup, Any, tuple[LedgerEntry, tuple[Attempt, ...]]]:
+    """Ask `rt`, on which `entry` says the operation may have been done, and settle what it
+    says: delivered, failed (provably not done: free to send again), or still ambiguous. An
+    operator's reconciliation; a call does the same before it sends anything again."""
+    lease = _lease(deadline, rt.clock())
+    granted = yield Claim(op.operation_id, rt.name, lease, entry.token)
+    if not granted.owned:
+        return granted.entry, ()
+    found, looked = yield from _look_up(op, rt, entry.at, deadline, rt.clock)
+    if found.state == NOT_DONE:
+        settled = yield Settle(op.operation_id, granted.entry.token, FAILED, rt.name)
+    else:
+        settled = yield _found_settlement(op, granted.entry, rt.name, found)
+    return settled, (looked,)
+
+
 def _look_up(
     op: LedgeredOperation,
     rt: ProviderRuntime,

@@ -27,15 +27,15 @@ from resilient.errors import (
     OperationInProgress,
     ResilientError,
 )
-from resilient.exactly_once import Known, LedgeredOperation, Walked, once_plan
+from resilient.exactly_once import Known, LedgeredOperation, Walked, once_plan, reconcile_plan
 from resilient.executors import run_async, run_sync
-from resilient.ledger import CLAIMED, DEFERRED, DELIVERED, Ledger, Settle
+from resilient.ledger import AMBIGUOUS, CLAIMED, DEFERRED, DELIVERED, Ledger, LedgerEntry, Settle
 from resilient.ledger.redis import RedisLedger
 from resilient.ledger.sqlite import SqliteLedger, ledger_path
 from resilient.overrides import OverrideState
 from resilient.pipeline import Operation
 from resilient.policy.outcome_class import Outcome
-from resilient.result import Result, Status
+from resilient.result import Attempt, Result, Status
 from resilient.runtime import ProviderRuntime
 from resilient.settings import GatewaySettings, ProviderSettings
 from resilient.shared_breaker import SharedBreakerStorage
@@ -329,6 +329,22 @@ class Gateway:
             "reconcile there first",
             attempts,
         )
+
+    def reconcile(self, op: Operation) -> tuple[LedgerEntry | None, tuple[Attempt, ...]]:
+        """Ask the provider an ambiguous operation may have been done on what it did, and
+        record the answer (delivered, failed: free to send again, or still ambiguous). Returns
+        the ledger entry after it, and the lookup made; an operation that is not ambiguous, or
+        whose provider can't be asked, is returned as it stands."""
+        ledgered = cast(LedgeredOperation, op)
+        entry = self.ledger.get(ledgered.operation_id)
+        if entry is None or entry.state != AMBIGUOUS:
+            return entry, ()
+        rt = self._providers.get(entry.provider or "")
+        if rt is None or not ledgered.can_look_up(rt):
+            return entry, ()
+        plan = reconcile_plan(ledgered, rt, entry, rt.clock() + rt.natural_deadline())
+        settled: tuple[LedgerEntry, tuple[Attempt, ...]] = run_sync(plan, op, self.ledger)
+        return settled
 
     @property
     def ledger(self) -> Ledger:

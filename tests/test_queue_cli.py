@@ -112,3 +112,115 @@ def test_unknown_ids_and_providers_are_clear_errors(
         )
         assert run.returncode == 2 and "Traceback" not in run.stderr
         assert run.stderr.startswith("resilient: ")
+
+
+SMS_CONFIG = """
+[gateway]
+spool_path = "{spool}"
+
+[providers.twilio]
+kind = "twilio"
+api_key = "auth-token"
+account_sid = "AC123"
+base_url = "{base}/twilio"
+timeout = "500ms"
+retry = {{ attempts = 1 }}
+breaker = {{ min_calls = 100 }}
+
+[capabilities.sms]
+chain = ["twilio"]
+defer = true
+timeout = "5s"
+deadline = "{deadline}"
+"""
+MESSAGES = "/twilio/2010-04-01/Accounts/AC123/Messages.json"
+
+
+def failing_cli(config: Path, *args: str) -> str:
+    run = subprocess.run(
+        [sys.executable, "-m", "resilient.cli", *args[:1], "--config", str(config), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    return run.stderr
+
+
+def park_sms(simulator: Simulator, tmp_path: Path, deadline: str = "1h") -> tuple[Path, str, Any]:
+    """A config file, and one SMS parked in its spool while Twilio was down."""
+    from providers import Sms
+    from resilient.testing.routes import twilio as twilio_routes
+
+    twilio = twilio_routes.mount(simulator, "/twilio")
+    config = tmp_path / "resilient.toml"
+    config.write_text(
+        SMS_CONFIG.format(spool=tmp_path / "spool.db", base=simulator.base_url, deadline=deadline)
+    )
+    outage = simulator.inject(Fault.status(503), prefix="/twilio")
+    with Gateway(load_settings(config), background_replay=False) as gw:
+        sms = Sms(to="+15550100", body="code 7", sender="+15550001", idempotency_key="otp-7")
+        deferral_id = gw.sync.sms.send(sms).deferral_id
+    outage.clear()
+    assert deferral_id
+    return config, deferral_id, twilio
+
+
+@pytest.mark.parametrize("done", [True, False], ids=["done", "not-done"])
+def test_an_ambiguous_letter_is_reconciled_not_resent_blind(
+    simulator: Simulator, tmp_path: Path, done: bool
+) -> None:
+    """A replay times out on Twilio, and Twilio can't be asked then: the letter is buried as
+    ambiguous. Redrive refuses it; `reconcile` asks Twilio once it answers: a message found
+    ends the letter as delivered, one provably not sent goes back in line and out once."""
+    config, deferral_id, twilio = park_sms(simulator, tmp_path)
+    simulator.inject(Fault.hang(after_effect=done), method="POST", path=MESSAGES)
+    simulator.inject(Fault.status(500), method="GET", path=MESSAGES)
+    cli(config, "worker", "--burst")
+    [letter] = cli(config, "queue", "--json", "dead")
+    assert letter["reason"].startswith("ambiguous outcome")
+    assert "reconcile" in failing_cli(config, "queue", "redrive", deferral_id)
+
+    simulator.clear_faults()
+    [report] = cli(config, "queue", "--json", "reconcile", "--all")
+    assert report["asked"].startswith("lookup: ")
+    if done:
+        assert report["outcome"].startswith("delivered by twilio")
+        assert cli(config, "queue", "--json", "stats")["dead"] == 0
+    else:
+        assert report["outcome"] == "not done: back in line"
+        assert cli(config, "worker", "--burst")["delivered"] == 1
+    assert [m["body"] for m in twilio.messages.values()] == ["code 7"]
+
+
+def test_an_expired_letter_is_redriven_only_with_a_new_deadline(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    import time
+
+    config, deferral_id, twilio = park_sms(simulator, tmp_path, deadline="1s")
+    time.sleep(1.2)
+    cli(config, "worker", "--burst")
+    [letter] = cli(config, "queue", "--json", "dead")
+    assert letter["reason"] == "deadline passed before delivery"
+    assert "--extend" in failing_cli(config, "queue", "redrive", deferral_id)
+    redriven = cli(config, "queue", "--json", "redrive", deferral_id, "--extend", "1h")
+    assert redriven["redriven"] == deferral_id and "deadline" in redriven
+    assert cli(config, "worker", "--burst")["delivered"] == 1
+    assert len(twilio.messages) == 1
+
+
+def test_a_forced_redrive_of_an_ambiguous_letter_sends_it_once(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    config, deferral_id, twilio = park_sms(simulator, tmp_path)
+    simulator.inject(Fault.hang(), method="POST", path=MESSAGES)
+    simulator.inject(Fault.status(500), method="GET", path=MESSAGES)
+    cli(config, "worker", "--burst")
+    simulator.clear_faults()
+    assert cli(config, "queue", "--json", "redrive", deferral_id, "--force") == {
+        "redriven": deferral_id
+    }
+    assert cli(config, "worker", "--burst")["delivered"] == 1
+    assert len(twilio.messages) == 1

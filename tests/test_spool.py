@@ -103,6 +103,20 @@ def test_redrive_and_purge_dead_letters(spool: Spool) -> None:
     assert spool.get(b.id) is None
 
 
+def test_an_expired_letter_redriven_with_a_new_deadline_is_not_buried_again(
+    spool: Spool,
+) -> None:
+    spool.put(request(0, deadline=1500.0))
+    assert spool.expire(now=2000) == 1
+    assert spool.redrive(request(0).id, now=2000) is False  # another id: nothing
+    [letter] = spool.entries(DEAD)
+    assert spool.redrive(letter.id, now=2000, deadline=9000.0) is True
+    assert spool.expire(now=2001) == 0
+    found = spool.get(letter.id)
+    assert found is not None and found[1] is not None
+    assert (found[0].state, found[0].deadline, found[1].deadline) == (READY, 9000.0, 9000.0)
+
+
 def test_a_corrupt_row_is_dead_lettered_and_does_not_block_the_rest(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db")
     spool.put(request(0))

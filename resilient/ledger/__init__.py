@@ -29,9 +29,10 @@ class Ledger(Protocol):
 
     def get(self, operation_id: str) -> LedgerEntry | None: ...
 
-    def record_delivered(
-        self, operation_id: str, provider: str, message_id: str | None
-    ) -> None: ...
+    def record(self, operation_id: str, entry: LedgerEntry) -> None:
+        """Write `entry` as it is, outside any claim: what is known from elsewhere (a
+        cross-channel fallback delivered it; an operator reconciled it by hand)."""
+        ...
 
     def close(self) -> None: ...
 

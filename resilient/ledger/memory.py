@@ -10,7 +10,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any
 
-from resilient.ledger.rules import DELIVERED, LedgerCommand, LedgerEntry, apply, visible
+from resilient.ledger.rules import LedgerCommand, LedgerEntry, apply, visible
 
 
 class MemoryLedger:
@@ -39,9 +39,8 @@ class MemoryLedger:
             entry = self._entries.get(operation_id)
         return None if entry is None else visible(entry, time.time())
 
-    def record_delivered(self, operation_id: str, provider: str, message_id: str | None) -> None:
+    def record(self, operation_id: str, entry: LedgerEntry) -> None:
         with self._lock:
-            entry = LedgerEntry(DELIVERED, provider, time.time(), message_id=message_id)
             self._store(operation_id, entry)
 
     def close(self) -> None:

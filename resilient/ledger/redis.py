@@ -14,7 +14,6 @@ from typing import Any
 
 from resilient.ledger.rules import (
     DEFAULT_TTL,
-    DELIVERED,
     LedgerCommand,
     LedgerEntry,
     apply,
@@ -78,12 +77,11 @@ class RedisLedger:
             return self._local.get(operation_id)
         return visible(LedgerEntry.from_json(json.loads(raw)), time.time())
 
-    def record_delivered(self, operation_id: str, provider: str, message_id: str | None) -> None:
-        entry = LedgerEntry(DELIVERED, provider, time.time(), message_id=message_id)
+    def record(self, operation_id: str, entry: LedgerEntry) -> None:
         try:
             self._redis.set(self._prefix + operation_id, json.dumps(entry.to_json()), ex=self._ttl)
         except self._errors:
-            self._local.record_delivered(operation_id, provider, message_id)
+            self._local.record(operation_id, entry)
 
     def close(self) -> None:
         self._local.close()

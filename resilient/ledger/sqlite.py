@@ -20,7 +20,6 @@ from resilient.group_commit import GroupCommitter
 from resilient.ledger.rules import (
     CLAIMED,
     DEFAULT_TTL,
-    DELIVERED,
     Claim,
     LedgerCommand,
     LedgerEntry,
@@ -128,14 +127,13 @@ class SqliteLedger:
             row = self._db.execute(_SELECT, (operation_id,)).fetchone()
         return None if row is None else visible(LedgerEntry(*row), time.time())
 
-    def record_delivered(self, operation_id: str, provider: str, message_id: str | None) -> None:
-        """Delivered by another operation on its behalf (a cross-channel fallback)."""
-        entry = LedgerEntry(DELIVERED, provider, time.time(), message_id=message_id)
+    def record(self, operation_id: str, entry: LedgerEntry) -> None:
+        """Written as it is, outside any claim; durable (fsync'd) when this returns."""
         with self._lock:
-            self._db.execute(
-                _REPLACE,
-                (operation_id, *_row(entry)),
-            )
+            if not self._fsync:
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._fsync = True
+            self._db.execute(_REPLACE, (operation_id, *_row(entry)))
 
     def close(self) -> None:
         self._writer.close()
