@@ -82,7 +82,7 @@ class Spool:
             request.tries,
             self._codec.encode(request),
         )
-        self._puts.submit(row).result()
+        self._puts.write(row)
 
     def _put_rows(self, rows: Sequence[tuple[object, ...]]) -> list[None]:
         with self._transaction(fsync=True) as db:

@@ -31,7 +31,7 @@ def run_sync(plan: Plan, op: Operation, ledger: Ledger | None = None) -> Any:
                 command.response.close()
                 value = None
             elif isinstance(command, (Claim, Settle)) and ledger is not None:
-                value = ledger.submit(command).result()
+                value = ledger.write(command)
             elif isinstance(command, Lookup):
                 try:
                     value = cast(LedgeredOperation, op).look_up(

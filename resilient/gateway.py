@@ -381,7 +381,7 @@ class Gateway:
         deferral_id = self.deferral.park(capability, op, end.attempts)
         if held is not None:
             settle = Settle(held.operation_id, held.token, DEFERRED, None, deferral_id=deferral_id)
-            self.ledger.submit(settle).result()
+            self.ledger.write(settle)
         if self.events.active:
             self.events.emit(CallFinished(capability, "deferred", None, end.attempts, latency))
         return Result("deferred", None, end.attempts, deferral_id=deferral_id)

@@ -59,6 +59,8 @@ EXPECTED = [
     "9.ledger.sqlite",
     "9.cpu.email",
     "9.cpu.charge",
+    "9.cpu.email.64",
+    "9.cpu.charge.64",
 ]
 NOT_YET: set[str] = set()
 BENCH_ONLY = {  # need tenacity / aiolimiter, which the package does not depend on

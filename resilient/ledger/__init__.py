@@ -27,6 +27,11 @@ class Ledger(Protocol):
         the claim was no longer the writer's), durably, by the time the future is done."""
         ...
 
+    def write(self, command: LedgerCommand) -> Any:
+        """`submit`, blocking until the answer is durable (a sync caller's way: it may write
+        on its own thread instead of handing the write to another)."""
+        ...
+
     def get(self, operation_id: str) -> LedgerEntry | None: ...
 
     def record(self, operation_id: str, entry: LedgerEntry) -> None:

@@ -19,13 +19,16 @@ class MemoryLedger:
         self._max = max_entries
         self._lock = threading.Lock()
 
-    def submit(self, command: LedgerCommand) -> Future[Any]:
+    def write(self, command: LedgerCommand) -> Any:
         with self._lock:
             after, answer = apply(self._entries.get(command.operation_id), command, time.time())
             if after is not None:
                 self._store(command.operation_id, after)
+        return answer
+
+    def submit(self, command: LedgerCommand) -> Future[Any]:
         future: Future[Any] = Future()
-        future.set_result(answer)
+        future.set_result(self.write(command))
         return future
 
     def _store(self, operation_id: str, entry: LedgerEntry) -> None:

@@ -49,6 +49,12 @@ class RedisLedger:
         future.set_result(answer)
         return future
 
+    def write(self, command: LedgerCommand) -> Any:
+        try:
+            return self._apply(command)
+        except self._errors:
+            return self._local.write(command)
+
     def _apply(self, command: LedgerCommand) -> Any:
         key = self._prefix + command.operation_id
         while True:

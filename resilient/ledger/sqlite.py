@@ -75,6 +75,9 @@ class SqliteLedger:
     def submit(self, command: LedgerCommand) -> Future[Any]:
         return self._writer.submit(command)
 
+    def write(self, command: LedgerCommand) -> Any:
+        return self._writer.write(command)
+
     def _write(self, commands: Sequence[LedgerCommand]) -> list[Any]:
         """One transaction for the batch; fsync'd when it holds a claim or a move to another
         provider (durable before that provider's first byte). A final outcome is committed
