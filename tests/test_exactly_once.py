@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +379,42 @@ async def test_two_processes_replaying_one_spool_deliver_each_parked_sms_once(
         await asyncio.to_thread(wait_until_sent, twilio, 40, 60.0)
         await asyncio.sleep(3.0)  # a duplicate would come within a lease or so
     finally:
+        for gw in replayers:
+            await gw.aclose()
+    bodies = sorted(m["body"] for m in twilio.messages.values())
+    assert bodies == sorted(f"code {n}" for n in range(40))
+
+
+async def test_two_replayers_on_one_redis_store_deliver_each_parked_sms_once(
+    simulator: Simulator, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with Redis holding the parked requests and the ledger: two replayers whose
+    claims of the queue overlap still send each SMS once."""
+    import queues.replayer
+    from queues.backend import RedisBackend
+
+    monkeypatch.setattr(queues.replayer, "LEASE_MARGIN", 0.2)
+    twilio = twilio_routes.mount(simulator, "/twilio")
+    outage = simulator.inject(Fault.status(503), prefix="/twilio")
+    config = replace(sms_settings(simulator, tmp_path / "spool.db"), redis_url=redis_url)
+    parker = Gateway(config, background_replay=False)
+    for n in range(40):
+        sms = Sms(to="+15550100", body=f"code {n}", sender="+15550001", idempotency_key=f"r-{n}")
+        assert (await parker.sms.send(sms)).status == "deferred"
+    await parker.aclose()
+    outage.clear()
+
+    replayers = [Gateway(config, background_replay=False) for _ in range(2)]
+    stop = asyncio.Event()
+    backends = [gw.deferral for gw in replayers]
+    assert all(isinstance(b, RedisBackend) for b in backends)
+    runs = [asyncio.create_task(b.replayer.run(stop)) for b in backends]  # type: ignore[attr-defined]
+    try:
+        await asyncio.to_thread(wait_until_sent, twilio, 40, 60.0)
+        await asyncio.sleep(2.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*runs)
         for gw in replayers:
             await gw.aclose()
     bodies = sorted(m["body"] for m in twilio.messages.values())
