@@ -285,6 +285,28 @@ async def test_a_hostile_answer_after_a_send_is_ambiguous_not_a_raw_exception(
     assert simulator.requests(prefix="/paypal") == [] and paypal.orders == {}
 
 
+async def test_any_exception_reading_an_answer_is_an_ambiguous_attempt(
+    simulator: Simulator,
+    accounts: tuple[StripeState, PayPalState],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever an adapter raises while reading an answer it got after a send, the attempt is
+    recorded as maybe done, never a raw exception that skips the ledger."""
+    from providers.payments.stripe import StripeAdapter
+
+    def broken(self: Any, response: Any, default: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(StripeAdapter, "verdict", broken)
+    _, paypal = accounts
+    gw = Gateway(settings(simulator, None))
+    with pytest.raises(AmbiguousOutcome) as raised:
+        await gw.payments.charge(CHARGE)
+    await gw.aclose()
+    assert raised.value.attempts[0].reason.startswith("unreadable answer: RecursionError")
+    assert paypal.orders == {}
+
+
 HOLDER = """
 import sys, time
 from resilient.ledger.rules import Claim
