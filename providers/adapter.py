@@ -84,6 +84,13 @@ def basic_auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+def json_list(response: httpx.Response, key: str) -> list[Any] | None:
+    """The array at `key` of a JSON object answer (a lookup's page of results), or None."""
+    page = response.json()
+    items = page.get(key) if isinstance(page, dict) else None
+    return items if isinstance(items, list) else None
+
+
 def json_field(response: httpx.Response, *path: str) -> str | None:
     """A string found at `path` in a JSON answer, or None (an answer without one is still ok)."""
     try:

@@ -33,7 +33,7 @@ import math
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from providers.adapter import api_key, base_url, basic_auth, json_field
+from providers.adapter import api_key, base_url, basic_auth, json_field, json_list
 from providers.email._common import EMAIL_RULES, formatted
 from providers.models import Email
 from resilient import registry
@@ -92,9 +92,8 @@ class MailgunAdapter:
     def found(
         self, response: httpx.Response, model: Email, operation_id: str, since: float
     ) -> Found:
-        page = response.json()
-        items = page.get("items") if isinstance(page, dict) else None
-        if not isinstance(items, list):
+        items = json_list(response, "items")
+        if items is None:
             return Found(UNKNOWN, detail="the events answer had no items array")
         window = since - CLOCK_SKEW
         for event in items:

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from providers.adapter import api_key, base_url, json_field
+from providers.adapter import api_key, base_url, json_field, json_list
 from providers.email._common import EMAIL_RULES, formatted
 from providers.models import Email
 from resilient import registry
@@ -95,9 +95,8 @@ class PostmarkAdapter:
     ) -> Found:
         if OPERATION_KEY not in metadata(model, operation_id):
             return Found(UNKNOWN, detail="the message had no room for its operation id")
-        page = response.json()
-        messages = page.get("Messages") if isinstance(page, dict) else None
-        if not isinstance(messages, list):
+        messages = json_list(response, "Messages")
+        if messages is None:
             return Found(UNKNOWN, detail="the search answer had no Messages array")
         tag, window = operation_tag(operation_id), since - CLOCK_SKEW
         for message in messages:

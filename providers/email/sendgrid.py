@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from providers._sdk import register_sdk_kind
-from providers.adapter import api_key, base_url
+from providers.adapter import api_key, base_url, json_list
 from providers.email._common import EMAIL_RULES, split_address
 from providers.models import Email
 from resilient.lookup import CLOCK_SKEW, DONE, UNKNOWN, Found
@@ -77,9 +77,8 @@ class SendGridAdapter:
     def found(
         self, response: httpx.Response, model: Email, operation_id: str, since: float
     ) -> Found:
-        page = response.json()
-        messages = page.get("messages") if isinstance(page, dict) else None
-        if not isinstance(messages, list):
+        messages = json_list(response, "messages")
+        if messages is None:
             return Found(UNKNOWN, detail="the Email Activity answer had no messages array")
         window = since - CLOCK_SKEW
         for message in messages:

@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from providers.adapter import api_key, base_url, basic_auth
+from providers.adapter import api_key, base_url, basic_auth, json_list
 from providers.models import Sms
 from providers.sms._common import reveal, sender
 from resilient import registry
@@ -146,9 +146,8 @@ class VonageAdapter:
         )
 
     def found(self, response: httpx.Response, model: Sms, operation_id: str, since: float) -> Found:
-        page = response.json()
-        records = page.get("records") if isinstance(page, dict) else None
-        if not isinstance(records, list):
+        records = json_list(response, "records")
+        if records is None:
             return Found(UNKNOWN, detail="the Reports answer had no records array")
         window = since - CLOCK_SKEW
         mine = [
