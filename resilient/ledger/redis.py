@@ -90,5 +90,5 @@ class RedisLedger:
             self._local.record(operation_id, entry)
 
     def close(self) -> None:
+        """Closes the local fallback; the Redis client is the gateway's, shared with breakers."""
         self._local.close()
-        self._redis.close()
