@@ -307,6 +307,30 @@ async def test_any_exception_reading_an_answer_is_an_ambiguous_attempt(
     assert paypal.orders == {}
 
 
+async def test_with_redis_away_claims_fall_back_to_this_hosts_ledger(
+    simulator: Simulator,
+    accounts: tuple[StripeState, PayPalState],
+    redis_server: Any,
+    redis_url: str,
+    mode: str,
+) -> None:
+    """Redis stopped: a charge is still claimed (in the SQLite ledger beside the spool),
+    carried out once, and its repeat is deduplicated, without a connect timeout per call."""
+    import time
+
+    stripe, _ = accounts
+    gw = Gateway(settings(simulator, redis_url))
+    redis_server.stop()
+    started = time.monotonic()
+    first = await charge(gw, mode)
+    again = await charge(gw, mode)
+    elapsed = time.monotonic() - started
+    await gw.aclose()
+    assert (first.provider, again.value.deduplicated) == ("stripe", True)
+    assert len(stripe.payment_intents) == 1
+    assert elapsed < 5.0  # one Redis timeout at most, not one per ledger write
+
+
 HOLDER = """
 import sys, time
 from resilient.ledger.rules import Claim

@@ -1,8 +1,10 @@
 """The shared ledger: one Redis key per operation, read and written under WATCH, so every
 process on the Redis sees one claim per operation id; the rules are `resilient.ledger.rules`'.
 
-While Redis is unreachable, the process falls back to its own SQLite ledger: it keeps serving,
-and never repeats what it claimed itself (other processes cannot see those claims meanwhile).
+While Redis is unreachable, the process falls back to the SQLite ledger beside its spool: it
+keeps serving, and the processes sharing that file (this host's) still see each other's claims;
+processes on other hosts do not, until Redis is back. After an error Redis is left alone for
+RETRY_AFTER seconds, so an outage costs each call no connect timeout of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from resilient.ledger.rules import (
 )
 from resilient.ledger.sqlite import SqliteLedger
 
+RETRY_AFTER = 1.0  # seconds between tries of a Redis that failed
+
 
 class RedisLedger:
     def __init__(
@@ -38,22 +42,26 @@ class RedisLedger:
         self._prefix = prefix
         self._errors = (redis.RedisError, OSError)
         self._watch_error = redis.WatchError
+        self._down_until = 0.0
 
     def submit(self, command: LedgerCommand) -> Future[Any]:
         """Applied at once (a Redis round trip or three); the future is already done."""
-        try:
-            answer = self._apply(command)
-        except self._errors:
+        if self._away():
             return self._local.submit(command)
         future: Future[Any] = Future()
-        future.set_result(answer)
+        future.set_result(self.write(command))
         return future
 
     def write(self, command: LedgerCommand) -> Any:
-        try:
-            return self._apply(command)
-        except self._errors:
-            return self._local.write(command)
+        if not self._away():
+            try:
+                return self._apply(command)
+            except self._errors:
+                self._down_until = time.monotonic() + RETRY_AFTER
+        return self._local.write(command)
+
+    def _away(self) -> bool:
+        return time.monotonic() < self._down_until
 
     def _apply(self, command: LedgerCommand) -> Any:
         key = self._prefix + command.operation_id
@@ -75,10 +83,12 @@ class RedisLedger:
                     continue  # another process wrote it meanwhile: read again
 
     def get(self, operation_id: str) -> LedgerEntry | None:
-        try:
-            raw = self._redis.get(self._prefix + operation_id)
-        except self._errors:
-            return self._local.get(operation_id)
+        raw = None
+        if not self._away():
+            try:
+                raw = self._redis.get(self._prefix + operation_id)
+            except self._errors:
+                self._down_until = time.monotonic() + RETRY_AFTER
         if raw is None:
             return self._local.get(operation_id)
         return visible(LedgerEntry.from_json(json.loads(raw)), time.time())
