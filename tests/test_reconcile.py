@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,24 @@ async def test_when_twilio_cannot_be_asked_the_outcome_stays_ambiguous(
     assert (again.status, again.provider, again.value.deduplicated) == ("delivered", "twilio", True)
     assert len(simulator.requests(method="POST", path=MESSAGES)) == 1
     assert vonage.messages == []
+
+
+async def test_the_same_text_sent_seconds_before_by_another_operation_is_not_taken_for_ours(
+    simulator: Simulator, accounts: tuple[TwilioState, VonageState]
+) -> None:
+    """An identical SMS to the same number went out a few seconds earlier under another id;
+    this one times out before Twilio made it. The lookup matches only messages created since
+    this operation's claim (on Twilio's clock), so it is found absent and sent, not lost."""
+    twilio, vonage = accounts
+    gw = Gateway(settings_from_mapping(config(simulator)))
+    earlier = await gw.sms.send(SMS)
+    await asyncio.sleep(3.0)
+    simulator.inject(Fault.hang(), method="POST", path=MESSAGES, times=1)
+    second = await gw.sms.send(replace(SMS, idempotency_key="otp-10"))
+    await gw.aclose()
+    assert second.status == "delivered" and not second.value.deduplicated
+    assert second.value.message_id != earlier.value.message_id
+    assert len(twilio.messages) + len(vonage.messages) == 2
 
 
 WORKER = """

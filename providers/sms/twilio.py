@@ -11,13 +11,16 @@ idempotency key: a repeat sends the message again.
 What became of an ambiguous send can be found out: the Messages list, filtered by `To` and
 `From` and most recent first (https://www.twilio.com/docs/messaging/api/message-resource#read-
 multiple-message-resources), holds every message the account created; one with our body,
-created since the claim, is the one we sent. Only a page that reaches back past that moment
-proves it was not sent.
+created since the claim (on Twilio's clock, read from the answer's `Date`), is the one we sent.
+Only a page that reaches back past that moment proves it was not sent. Two operations sending
+the same body to the same number from the same sender within about two seconds of each other
+can't be told apart: the later one's lookup would take the earlier one's message for its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -27,7 +30,7 @@ from providers.adapter import api_key, base_url, basic_auth, json_field
 from providers.models import Sms
 from providers.sms._common import sender
 from resilient.errors import ResilientError
-from resilient.lookup import CLOCK_SKEW, DONE, NOT_DONE, UNKNOWN, Found
+from resilient.lookup import DONE, NOT_DONE, UNKNOWN, Found
 from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
 from resilient.runtime import ProviderRuntime
@@ -35,6 +38,7 @@ from resilient.settings import ProviderSettings
 
 API = "https://api.twilio.com"
 LOOKUP_PAGE = 1000  # the most Twilio lists on one page
+CLOCK_SLACK = 1.0  # seconds: date_created is whole seconds (the Date read errs the other way)
 
 # Twilio error codes of a 4xx that concern this account or its sender, not the message: another
 # provider, with its own numbers and permissions, may still deliver it
@@ -75,13 +79,19 @@ class TwilioAdapter:
         )
 
     def found(self, response: httpx.Response, model: Sms, operation_id: str, since: float) -> Found:
+        """Ours is a message with our body created since our claim, on Twilio's clock: its
+        `Date` header says how far that is from ours, so an identical message that another
+        operation sent just before is not taken for ours (a second apart or more)."""
+        twilio_now = _epoch(response.headers.get("date"))
+        if twilio_now is None:
+            return Found(UNKNOWN, detail="the Messages list came without a Date to match by")
+        window = since + (twilio_now - time.time()) - CLOCK_SLACK
         page = response.json()
         messages = page.get("messages") if isinstance(page, dict) else None
         if not isinstance(messages, list):
             return Found(UNKNOWN, detail="the Messages list had no messages array")
-        window = since - CLOCK_SKEW
         for message in messages:
-            created = _created(message)
+            created = _epoch(message.get("date_created") if isinstance(message, dict) else None)
             if created is None:
                 continue
             if created < window:
@@ -124,12 +134,10 @@ class TwilioAdapter:
         return dataclasses.replace(default, outcome=outcome, reason=f"{default.reason} {code}")
 
 
-def _created(message: object) -> float | None:
-    """A message's `date_created` (RFC 2822) in epoch seconds, or None if it has none."""
-    if not isinstance(message, dict):
-        return None
+def _epoch(value: object) -> float | None:
+    """An RFC 2822 time (a `Date` header, a message's `date_created`) in epoch seconds."""
     try:
-        return parsedate_to_datetime(str(message.get("date_created"))).timestamp()
+        return parsedate_to_datetime(str(value)).timestamp()
     except (TypeError, ValueError):
         return None
 

@@ -10,6 +10,7 @@ import math
 import re
 import threading
 import time
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -126,7 +127,7 @@ class TwilioState:
             "start": 0,
             "uri": uri,
         }
-        return SimResponse.json(page)
+        return SimResponse.json(page, headers={"date": formatdate(usegmt=True)})
 
 
 def mount(sim: Simulator, prefix: str) -> TwilioState:
