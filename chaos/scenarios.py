@@ -7,35 +7,43 @@ injected) and a fallback `f`, each under its own path prefix on a private simula
 scenario adds payments over the simulated Stripe and PayPal. Every call carries a unique
 idempotency key, so the simulator's records say exactly which calls took effect, where, and how
 many times. The crash scenarios run a real redis-server and kill real processes with SIGKILL.
+Two scenarios test the operation ledger ("exactly once") across processes: two applications
+charging the same keys over Stripe and PayPal (payments), and paced SMS replays through the
+simulated Twilio, which takes no idempotency key (counted there by message body).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import inspect
 import json
 import math
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import redis
 
 from chaos import processes
-from providers import Charge
+from chaos.processes import PAYPAL_KEY, STRIPE_KEY
+from providers import Charge, Sms
 from queues.backend import EmbeddedBackend, RedisBackend
 from queues.redis_store import RedisStore
 from queues.replayer import Replayer
 from queues.spool import Spool
 from queues.store import DEAD, Store
 from resilient.config import load_settings, settings_from_mapping
-from resilient.errors import CallFailed
+from resilient.errors import CallFailed, OperationInProgress
 from resilient.gateway import Gateway
 from resilient.secrets import Secret
 from resilient.settings import (
@@ -49,11 +57,12 @@ from resilient.settings import (
 from resilient.telemetry import BreakerChanged, DeadLettered, Event
 from resilient.testing import Fault, RedisServer, SimRequest, SimResponse, Simulator
 from resilient.testing.routes import mount
+from resilient.testing.routes.paypal import PayPalState
+from resilient.testing.routes.stripe import StripeState
 from resilient.units import parse_rate
 
 Profile = Literal["short", "long"]
-STRIPE_KEY = "sk_test_chaos_Zq81canary"  # distinctive: redaction masks it in every log line
-PAYPAL_KEY = "pp-chaos-Zq81canary"
+T = TypeVar("T")
 PROFILES: tuple[str, ...] = ("short", "long")
 PATH = "/v1/m"
 
@@ -96,6 +105,8 @@ class CallRecord:
     started: float  # time.monotonic(), the simulator's clock too (system-wide on Linux)
     latency: float
     attempts: tuple[tuple[str, str], ...] = ()  # (provider, outcome class) per attempt
+    receipt: str | None = None  # the provider's id for what was done (a Receipt's message_id)
+    deduplicated: bool = False  # answered from the ledger: this call sent nothing
 
     def to_line(self) -> str:
         """One JSON line: how the application process reports a call to the scenario."""
@@ -165,10 +176,11 @@ def _serve(sim: Simulator) -> Effects:
     return effects
 
 
-def _serve_payments(sim: Simulator, effects: Effects) -> None:
+def _serve_payments(sim: Simulator, effects: Effects) -> tuple[StripeState, PayPalState]:
     """Stripe and PayPal (their simulated APIs, idempotency included) under /stripe and
     /paypal, each new charge counted in `effects` by its idempotency key (Stripe's
-    `Idempotency-Key`, PayPal's `PayPal-Request-Id`: both the operation id)."""
+    `Idempotency-Key`, PayPal's `PayPal-Request-Id`: both the operation id). Returns their
+    states: what each really created, whatever the keys said."""
     stripe = mount(sim, "stripe", prefix="/stripe")
     paypal = mount(sim, "paypal", prefix="/paypal")
     create_intent = stripe.handler(stripe.create_payment_intent)
@@ -187,6 +199,7 @@ def _serve_payments(sim: Simulator, effects: Effects) -> None:
 
     sim.route("POST", "/stripe/v1/payment_intents", charge_at_stripe)
     sim.route("POST", "/paypal/v2/checkout/orders", charge_at_paypal)
+    return stripe, paypal
 
 
 def _provider(name: str, sim: Simulator, **overrides: Any) -> ProviderSettings:
@@ -325,6 +338,113 @@ async def drive(
     return records
 
 
+# -- the same-key charger (a process of its own) ----------------------------------------------
+
+SAME_KEY_GAP = 0.05  # seconds between one key and the next, in each process
+LATE_BY, SHORT_DEADLINE = 0.1, 0.3  # B's late double-click on every third key: see the schedule
+CHARGE_TRIES, RETRY_PAUSE = 10, 0.3  # a caller told "not now" tries again, as a client would
+
+
+def same_key_schedule(role: str, index: int) -> tuple[float, str, float | None]:
+    """(delay after the start, mode, deadline or None for the capability's) of process `role`'s
+    first call for key `index`. A and B charge each key at the same moment, one blocking and
+    the other awaited; on every third key B comes `LATE_BY` later with a deadline shorter than
+    PayPal's latency: it meets A's claim, and its deadline comes first while A is at PayPal."""
+    a_mode = "sync" if index % 2 == 0 else "async"
+    delay = index * SAME_KEY_GAP
+    if role == "A":
+        return delay, a_mode, None
+    b_mode = "async" if a_mode == "sync" else "sync"
+    if index % 3 == 2:
+        return delay + LATE_BY, b_mode, SHORT_DEADLINE
+    return delay, b_mode, None
+
+
+def _charge_record(
+    key: str, mode: str, started: float, result: Any, error: CallFailed | None
+) -> CallRecord:
+    done = result if error is None else error
+    attempts = tuple((a.provider, a.outcome.value) for a in getattr(done, "attempts", ()))
+    latency = time.monotonic() - started
+    if error is not None:
+        return CallRecord(key, mode, type(error).__name__, None, started, latency, attempts)
+    receipt = result.value
+    return CallRecord(
+        key,
+        mode,
+        result.status,
+        result.provider,
+        started,
+        latency,
+        attempts,
+        receipt=getattr(receipt, "message_id", None),
+        deduplicated=bool(getattr(receipt, "deduplicated", False)),
+    )
+
+
+async def charge_same_keys(
+    gw: Gateway, role: str, keys: list[str], start: float, emit: Callable[[CallRecord], None]
+) -> None:
+    """Charge every key on `same_key_schedule` from `start` (time.monotonic); a call that fails
+    (OperationInProgress, or any CallFailed) is retried with the capability's deadline until
+    one is delivered. Every call, retries included, goes to `emit` as it returns."""
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="charge")
+
+    async def call(key: str, mode: str, deadline: float | None) -> Any:
+        charge = Charge(
+            amount=1999, currency="usd", payment_method="pm_card_visa", idempotency_key=key
+        )
+        if mode == "sync":
+            blocking = functools.partial(gw.sync.payments.charge, charge, deadline=deadline)
+            return await loop.run_in_executor(pool, blocking)
+        return await gw.payments.charge(charge, deadline=deadline)
+
+    async def charge_key(index: int, key: str) -> None:
+        delay, mode, deadline = same_key_schedule(role, index)
+        await asyncio.sleep(max(0.0, start + delay - time.monotonic()))
+        for _ in range(CHARGE_TRIES):
+            started = time.monotonic()
+            try:
+                result = await call(key, mode, deadline)
+            except CallFailed as exc:
+                emit(_charge_record(key, mode, started, None, exc))
+                deadline = None
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
+            emit(_charge_record(key, mode, started, result, None))
+            return
+
+    try:
+        await asyncio.gather(*(charge_key(n, key) for n, key in enumerate(keys)))
+    finally:
+        pool.shutdown()
+
+
+def _print_record(record: CallRecord) -> None:
+    """On the event loop's thread only: lines never interleave."""
+    sys.stdout.write(record.to_line() + "\n")
+    sys.stdout.flush()
+
+
+def charger_main(argv: list[str] | None = None) -> int:
+    """The same-key application (`processes.charger` starts it): `ready` once its gateway and
+    ledger are open, then the start moment read from stdin, then its keys charged."""
+    parser = argparse.ArgumentParser(prog="chaos-charger", description=charger_main.__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--role", choices=("A", "B"), required=True)
+    parser.add_argument("--prefix", required=True, help="keys are PREFIX-0, PREFIX-1, ...")
+    parser.add_argument("--keys", type=int, required=True)
+    args = parser.parse_args(argv)
+    keys = [f"{args.prefix}-{n}" for n in range(args.keys)]
+    with Gateway(load_settings(args.config), ops=False) as gw:
+        gw.ledger.get(keys[0])  # open the shared ledger now: the race is on claims, not setup
+        print("ready", flush=True)
+        start = float(sys.stdin.readline())
+        asyncio.run(charge_same_keys(gw, args.role, keys, start, _print_record))
+    return 0
+
+
 def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     end = time.monotonic() + timeout
     while not predicate():
@@ -426,6 +546,12 @@ def _load(profile: Profile, short: float, long: float) -> Load:
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     return Load(duration=short if profile == "short" else long)
+
+
+def _pick(profile: Profile, short: T, long: T) -> T:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    return short if profile == "short" else long
 
 
 # -- the scenarios ----------------------------------------------------------------------------
@@ -1077,6 +1203,380 @@ async def slow_provider(profile: Profile = "short") -> ScenarioResult:
         return result
 
 
+RATE_LIMITED = {"error": {"type": "invalid_request_error", "code": "rate_limit"}}
+PAYPAL_LATENCY = 0.5  # longer than B's short deadline: its wait on A's claim runs out first
+ROLES = ("A", "B")
+
+
+def _read_records(app: subprocess.Popen[str], into: list[CallRecord]) -> None:
+    assert app.stdout is not None
+    for line in app.stdout:
+        into.append(CallRecord.from_line(line))
+
+
+def _charge_from_two_processes(
+    sim: Simulator, folder: Path, redis_url: str | None, keys: int, storm: Fault, window: float
+) -> tuple[dict[str, list[CallRecord]], int, list[str]]:
+    """Two chargers (A, B) over one config charge the same `keys` keys, Stripe answering with
+    `storm` (its 429s) for the first `window` seconds. Returns each one's records (in the order
+    its calls returned), how many requests the 429s hit, and what went wrong running them."""
+    folder.mkdir()
+    config = processes.write_config(
+        folder / "resilient.yaml", processes.payments_mapping(sim, folder, redis_url=redis_url)
+    )
+    prefix = f"same-{folder.name}"
+    apps = {
+        role: processes.charger(config, role, prefix, keys, folder / f"app-{role}.log")
+        for role in ROLES
+    }
+    records: dict[str, list[CallRecord]] = {role: [] for role in ROLES}
+    problems: list[str] = []
+    hits = 0
+    limit = 30.0 + keys * SAME_KEY_GAP + 60.0  # start-up, the schedule, the slowest retries
+    watchdogs = [threading.Timer(limit, processes.kill, (app,)) for app in apps.values()]
+    for watchdog in watchdogs:
+        watchdog.start()
+    try:
+        for role, app in apps.items():
+            assert app.stdout is not None
+            if app.stdout.readline().strip() != "ready":
+                tail = processes.tail(folder / f"app-{role}.log")
+                return records, hits, [f"{prefix}: charger {role} did not start\n{tail}"]
+        lead = 0.3
+        at_stripe = sim.inject(storm, prefix="/stripe/", after=lead, duration=window)
+        start = time.monotonic() + lead
+        for app in apps.values():
+            assert app.stdin is not None
+            app.stdin.write(f"{start!r}\n")
+            app.stdin.close()
+        readers = [
+            threading.Thread(target=_read_records, args=(app, records[role]))
+            for role, app in apps.items()
+        ]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        hits = at_stripe.hits
+        for role, app in apps.items():
+            code = app.wait(10)
+            if code != 0:
+                tail = processes.tail(folder / f"app-{role}.log")
+                problems.append(f"{prefix}: charger {role} exited {code}\n{tail}")
+    finally:
+        for watchdog in watchdogs:
+            watchdog.cancel()
+        for app in apps.values():
+            processes.kill(app)
+    return records, hits, problems
+
+
+def _same_key_verdict(
+    prefix: str, keys: int, records: dict[str, list[CallRecord]], effects: Counter[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """Per key: exactly one effect at the processors, exactly one call that carried it out
+    (delivered, not deduplicated), and both processes ending delivered with that charge's id.
+    Counts how the other process's first call ended: it `waited` on the claim and got the
+    result, found it `deduplicated` at once, or raised OperationInProgress (`in_progress`)."""
+    calls: dict[tuple[str, str], list[CallRecord]] = {}
+    for role, recs in records.items():
+        for record in recs:
+            calls.setdefault((role, record.key), []).append(record)
+    second: Counter[str] = Counter()
+    carried_by: Counter[str] = Counter()
+    problems: list[str] = []
+    for n in range(keys):
+        key = f"{prefix}-{n}"
+        mine = {role: calls.get((role, key), []) for role in ROLES}
+        if effects[key] != 1:
+            problems.append(f"{key}: {effects[key]} effects at Stripe and PayPal")
+        finals = {role: (c[-1].status, c[-1].receipt) if c else None for role, c in mine.items()}
+        receipts = {final[1] for final in finals.values() if final is not None}
+        if any(f is None or f[0] != "delivered" for f in finals.values()) or len(receipts) != 1:
+            problems.append(f"{key}: not one delivered charge for both processes: {finals}")
+        sent = [
+            (role, r)
+            for role, c in mine.items()
+            for r in c
+            if r.status == "delivered" and not r.deduplicated
+        ]
+        if len(sent) != 1:
+            problems.append(f"{key}: carried out by {len(sent)} calls")
+            continue
+        role, sender = sent[0]
+        carried_by[f"{role}:{sender.provider}"] += 1
+        other = mine["B" if role == "A" else "A"]
+        first = other[0] if other else None
+        if first is None:
+            second["missing"] += 1
+        elif first.status == "delivered":
+            waited = first.started < sender.started + sender.latency
+            second["waited" if waited else "deduplicated"] += 1
+        elif first.status == OperationInProgress.__name__:
+            second["in_progress"] += 1
+        else:
+            second[f"failed:{first.status}"] += 1
+    details = {
+        "keys": keys,
+        "carried_out_by": dict(sorted(carried_by.items())),
+        "second_call": dict(sorted(second.items())),
+        "calls": {role: len(recs) for role, recs in records.items()},
+    }
+    return details, problems
+
+
+async def same_key_two_processes(profile: Profile = "short") -> ScenarioResult:
+    """(10) Two application processes with one config charge the same idempotency keys at
+    nearly the same moment while Stripe answers 429 for a while (the long profile: on and off),
+    so charges fail over to a PayPal slow enough for the two calls to overlap: once with the
+    embedded SQLite ledger (one spool_path), once with the ledger in a real redis-server. Every
+    key is charged exactly once across Stripe and PayPal together; one process carries it out
+    and the other gets the same charge: by waiting on its claim, from the ledger, or after
+    OperationInProgress (its deadline came first) by a retry."""
+    keys = _pick(profile, 60, 600)
+    schedule = keys * SAME_KEY_GAP
+    limited = Fault.status(429, json=RATE_LIMITED)
+    # short: 429s for the first 40% of the run, then Stripe answers; long: 429s come and go
+    storm = _pick(profile, limited, Fault.flapping(up=2.0, down=3.0, fault=limited))
+    window = _pick(profile, 0.4 * schedule, schedule)
+    with (
+        Simulator() as sim,
+        tempfile.TemporaryDirectory() as tmp,
+        RedisServer() as server,
+    ):
+        effects = Effects()
+        stripe, paypal = _serve_payments(sim, effects)
+        sim.inject(Fault.latency(PAYPAL_LATENCY), method="POST", path="/paypal/v2/checkout/orders")
+        records: list[CallRecord] = []
+        details: dict[str, Any] = {}
+        problems: list[str] = []
+        for variant, redis_url in (("sqlite", None), ("redis", server.url)):
+            by_role, hits, found = await asyncio.to_thread(
+                _charge_from_two_processes,
+                sim,
+                Path(tmp) / variant,
+                redis_url,
+                keys,
+                storm,
+                window,
+            )
+            verdict, wrong = _same_key_verdict(f"same-{variant}", keys, by_role, effects.by_key())
+            details[variant] = {**verdict, "stripe_429s": hits}
+            problems += found + wrong
+            records += [r for recs in by_role.values() for r in recs]
+        intents, orders = dict(stripe.payment_intents), dict(paypal.orders)
+        result = tally("same-key", sim, effects, records)
+        at_stripe = sim.requests(method="POST", path="/stripe/v1/payment_intents")
+        result.max_attempts_per_s_at_provider = max_per_second([r.received_at for r in at_stripe])
+        created = len(intents) + len(orders)
+        result.details.update(
+            details,
+            payment_intents=len(intents),
+            paypal_orders=len(orders),
+            receipts_unknown_to_processors=len(
+                {r.receipt for r in records if r.receipt} - set(intents) - set(orders)
+            ),
+        )
+        for problem in problems[:10]:
+            result.check(False, problem)
+        result.check(len(problems) <= 10, f"... and {len(problems) - 10} more key(s) went wrong")
+        result.check(
+            created == 2 * keys, f"{created} charges created at the processors for {2 * keys} keys"
+        )
+        result.check(
+            not result.details["receipts_unknown_to_processors"],
+            "a caller was given a charge id no processor created",
+        )
+        for variant in ("sqlite", "redis"):
+            second = details[variant]["second_call"]
+            result.check(details[variant]["stripe_429s"] > 0, f"{variant}: Stripe never said 429")
+            result.check(
+                second.get("waited", 0) > 0, f"{variant}: no second call waited on a claim"
+            )
+            result.check(
+                second.get("in_progress", 0) > 0,
+                f"{variant}: no second call ran out of time (OperationInProgress)",
+            )
+        return result
+
+
+MESSAGES = f"/twilio/2010-04-01/Accounts/{processes.TWILIO_ACCOUNT}/Messages.json"
+
+
+async def _park_sms(sim: Simulator, folder: Path, bodies: list[str]) -> list[CallRecord]:
+    """Send each body once (to four numbers in turn) while Twilio answers 503: every message
+    parks. The parking gateway is not paced (parking is not under test here)."""
+    outage = sim.inject(Fault.status(503), prefix="/twilio/")
+    settings = settings_from_mapping(processes.sms_mapping(sim, folder, rate=None))
+    gate = asyncio.Semaphore(50)
+    with Gateway(settings, ops=False, background_replay=False) as gw:
+
+        async def park(n: int, body: str) -> CallRecord:
+            key = f"paced-{n}"
+            sms = Sms(to=f"+1555010{n % 4}", body=body, sender="+15550001", idempotency_key=key)
+            async with gate:
+                started = time.monotonic()
+                try:
+                    result = await gw.sms.send(sms)
+                except CallFailed as exc:
+                    return _charge_record(key, "async", started, None, exc)
+                return CallRecord(
+                    key,
+                    "async",
+                    result.status,
+                    result.provider,
+                    started,
+                    time.monotonic() - started,
+                )
+
+        records = await asyncio.gather(*(park(n, body) for n, body in enumerate(bodies)))
+    outage.clear()
+    return list(records)
+
+
+def _kill_while_held(
+    sim: Simulator,
+    workers: list[subprocess.Popen[str]],
+    delivered: Callable[[], int],
+    target: int,
+    held: tuple[int, int],
+    wait: float,
+) -> dict[str, Any]:
+    """Once `target` messages are delivered, Twilio holds the next requests (`held`: so many
+    done first, so many not done) and the moment all of them are in flight, SIGKILL every
+    worker: they die with requests whose outcome they never learnt."""
+    reached = _wait_for(lambda: delivered() >= target, wait)
+    done, not_done = held
+    hung = [
+        sim.inject(Fault.hang(after_effect=True), method="POST", path=MESSAGES, times=done),
+        sim.inject(Fault.hang(), method="POST", path=MESSAGES, times=not_done),
+    ]
+    in_flight = _wait_for(lambda: sum(h.hits for h in hung) >= done + not_done, wait)
+    for worker in workers:
+        processes.kill(worker)
+    for fault in hung:
+        fault.clear()
+    return {
+        "workers": len(workers),
+        "exit": [worker.returncode for worker in workers],
+        "reached": reached,
+        "held_in_flight": in_flight,
+        "delivered_at_kill": delivered(),
+    }
+
+
+async def worker_killed_paced(profile: Profile = "short") -> ScenarioResult:
+    """(11) SMS parked for Twilio (which takes no idempotency key) drain through `resilient
+    worker` at Twilio's rate limit; mid-drain Twilio holds some requests (some done, some not)
+    and, while they are in flight, the worker is SIGKILLed; two workers sharing the spool drain
+    the rest (the long profile kills those too, later in the drain, and starts two more). Every
+    parked message is sent exactly once, counted at Twilio by body: what the dead worker may
+    have sent is looked up in Twilio's Messages list, never simply sent again."""
+    count, rate = _pick(profile, (60, 10), (600, 20))
+    cuts = _pick(profile, (0.3,), (0.25, 0.6))
+    held = _pick(profile, (3, 2), (6, 4))  # per kill: done then held; held, not done
+    wait = _pick(profile, 60.0, 240.0)
+    with Simulator() as sim, tempfile.TemporaryDirectory() as tmp:
+        twilio = mount(sim, "twilio", prefix="/twilio")
+        folder = Path(tmp)
+        mapping = processes.sms_mapping(sim, folder, rate=f"{rate}/s")
+        config = processes.write_config(folder / "resilient.yaml", mapping)
+        bodies = [f"paced {n} of {count}" for n in range(count)]
+        records = await _park_sms(sim, folder, bodies)
+        parked = {b for b, r in zip(bodies, records, strict=True) if r.status == "deferred"}
+
+        def sent() -> Counter[str]:
+            return Counter(m["body"] for m in dict(twilio.messages).values())
+
+        def delivered() -> int:
+            return len(parked & set(sent()))
+
+        drain_from = time.monotonic()
+        spool = Spool(mapping["gateway"]["spool_path"])
+        logs = [folder / "worker-1.log"]
+        running = [processes.worker(config, logs[0])]
+        kills: list[dict[str, Any]] = []
+        try:
+            for cut in cuts:
+                kill = await asyncio.to_thread(
+                    _kill_while_held, sim, running, delivered, int(len(parked) * cut), held, wait
+                )
+                kills.append(kill)
+                logs += [folder / f"worker-{len(logs) + n}.log" for n in (1, 2)]
+                running = [processes.worker(config, log) for log in logs[-2:]]
+            finished = await asyncio.to_thread(
+                _wait_for,
+                lambda: delivered() == len(parked) and processes.pending(spool) == 0,
+                wait,
+            )
+            await asyncio.sleep(1.0)  # a duplicate would come with the same drain
+            dead = int(spool.stats()["dead"])
+            letters = _dead_letters(spool)
+        finally:
+            for worker in running:
+                processes.stop(worker)
+            spool.close()
+        counts = sent()
+        sends = [r.received_at for r in sim.requests(method="POST", path=MESSAGES)]
+        sends = [at for at in sends if at >= drain_from]
+        lookups = len(sim.requests(method="GET", path=MESSAGES))
+        result = ScenarioResult(
+            name="worker-kill-paced",
+            calls=len(records),
+            served=sum(r.status == "delivered" for r in records),
+            deferred=len(parked),
+            replayed=sum(counts[b] >= 1 for b in parked),
+            lost=sum(counts[b] == 0 for b in parked),
+            duplicated=sum(n > 1 for n in counts.values()),
+            max_attempts_per_s_at_provider=max_per_second(sends),
+            p99_latency=_percentile([r.latency for r in records], 0.99),
+            failed=sum(r.status not in ("delivered", "deferred") for r in records),
+        )
+        unknown = set(counts) - parked
+        # each worker paces itself: the most at Twilio is two workers' limits, plus arrivals
+        # bunched by a late wake-up (as in the 429 storms)
+        pace_bound = 2 * rate + rate // 2
+        result.details.update(
+            rate_limit_per_s=rate,
+            pace_bound=pace_bound,
+            kills=kills,
+            held_per_kill={"done": held[0], "not_done": held[1]},
+            sends=len(sends),
+            lookups=lookups,
+            dead_lettered=dead,
+            dead_letters=letters,
+            drain_s=round(time.monotonic() - drain_from, 1),
+        )
+        tails = "\n".join(processes.tail(log, 5) for log in logs)
+        result.check(len(parked) == count, f"only {len(parked)} of {count} messages parked")
+        for n, kill in enumerate(kills, 1):
+            result.check(
+                kill["reached"] and kill["held_in_flight"],
+                f"kill {n}: the drain or the held requests never came\n{tails}",
+            )
+            result.check(
+                0 < kill["delivered_at_kill"] < len(parked),
+                f"kill {n}: not mid-drain ({kill['delivered_at_kill']} delivered)",
+            )
+            result.check(
+                all(code == -9 for code in kill["exit"]), f"kill {n}: exits {kill['exit']}"
+            )
+        result.check(finished, f"the drain did not finish\n{tails}")
+        result.check(result.lost == 0, f"{result.lost} parked message(s) never sent")
+        result.check(result.duplicated == 0, f"{result.duplicated} message(s) sent twice")
+        result.check(not unknown, f"{len(unknown)} message(s) nobody parked")
+        result.check(dead == 0, f"{dead} request(s) dead-lettered")
+        result.check(
+            lookups >= sum(held) * len(cuts),
+            f"{lookups} lookups: fewer than the requests held at the kills",
+        )
+        result.check(
+            result.max_attempts_per_s_at_provider <= pace_bound,
+            f"{result.max_attempts_per_s_at_provider} sends/s at Twilio > {pace_bound}",
+        )
+        return result
+
+
 SCENARIOS: dict[str, Callable[[Profile], Coroutine[Any, Any, ScenarioResult]]] = {
     "primary-down": primary_down,
     "429-retry-after": rate_limit_storm_retry_after,
@@ -1088,6 +1588,8 @@ SCENARIOS: dict[str, Callable[[Profile], Coroutine[Any, Any, ScenarioResult]]] =
     "worker-kill": worker_killed,
     "app-kill": app_killed,
     "slow-provider": slow_provider,
+    "same-key": same_key_two_processes,
+    "worker-kill-paced": worker_killed_paced,
 }
 
 

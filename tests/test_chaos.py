@@ -1,6 +1,6 @@
 """The chaos suite's short profile: each scenario under load, its invariants counted at the
-simulator (and in Redis and the spool for the crash scenarios); and `python -m chaos` end to
-end (table, JSON, exit status)."""
+simulator (and in Redis and the spool for the crash scenarios; by idempotency key, or at
+Twilio by message body); and `python -m chaos` end to end (table, JSON, exit status)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,20 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from chaos.scenarios import SCENARIOS, CallRecord, ScenarioResult, max_per_second, run, table
+from chaos.scenarios import (
+    SCENARIOS,
+    CallRecord,
+    ScenarioResult,
+    max_per_second,
+    run,
+    same_key_schedule,
+    table,
+)
 from resilient.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,9 +119,53 @@ def test_app_killed_after_deferred_the_request_is_still_there_and_delivered() ->
     assert result.deferred > 0 and result.replayed == result.deferred
 
 
+def test_same_key_from_two_processes_is_charged_once_and_both_get_that_charge() -> None:
+    result = run("same-key")
+    common(result)
+    details = result.details
+    keys = details["sqlite"]["keys"]
+    # every (process, key) ends with one delivered answer: the charge, or the same one reused
+    assert result.served == 2 * 2 * keys
+    assert details["payment_intents"] + details["paypal_orders"] == 2 * keys  # one per key
+    assert details["paypal_orders"] > 0 and details["payment_intents"] > 0  # both paths ran
+    assert details["receipts_unknown_to_processors"] == 0
+    for variant in ("sqlite", "redis"):
+        second = details[variant]["second_call"]
+        assert sum(second.values()) == keys  # one call per key carried it out
+        assert second.get("waited", 0) > 0  # overlapped, and got the other's outcome
+        assert second.get("in_progress", 0) > 0  # its deadline first; its retry got the charge
+        assert details[variant]["stripe_429s"] > 0
+
+
+def test_worker_killed_while_a_paced_batch_drains_sends_every_sms_once() -> None:
+    result = run("worker-kill-paced")
+    assert result.violations == []
+    assert result.deferred == result.calls > 0  # everything parked first
+    assert result.replayed == result.deferred and result.lost == 0 and result.duplicated == 0
+    details = result.details
+    [kill] = details["kills"]
+    assert kill["exit"] == [-9] and kill["held_in_flight"]
+    assert 0 < kill["delivered_at_kill"] < result.deferred
+    assert details["lookups"] >= sum(details["held_per_kill"].values())  # asked, not resent
+    assert result.max_attempts_per_s_at_provider <= details["pace_bound"]
+    assert details["dead_lettered"] == 0
+
+
 def test_a_call_record_survives_its_line() -> None:
     record = CallRecord("k-1", "sync", "deferred", None, 12.5, 0.25, (("p", "retryable"),))
     assert CallRecord.from_line(record.to_line()) == record
+    charged = replace(record, status="delivered", receipt="pi_1", deduplicated=True)
+    assert CallRecord.from_line(charged.to_line()) == charged
+
+
+def test_same_key_schedule_races_both_processes_and_b_sometimes_comes_late_and_short() -> None:
+    for n in range(6):
+        (a_at, a_mode, a_deadline), (b_at, b_mode, b_deadline) = (
+            same_key_schedule(role, n) for role in ("A", "B")
+        )
+        assert {a_mode, b_mode} == {"sync", "async"} and a_deadline is None
+        late = n % 3 == 2
+        assert (b_at > a_at) == late and (b_deadline is not None) == late
 
 
 def test_append_only_redis_keeps_its_data_across_a_restart() -> None:
@@ -155,6 +208,8 @@ def test_every_issue_scenario_is_registered() -> None:
         "worker-kill",
         "app-kill",
         "slow-provider",
+        "same-key",
+        "worker-kill-paced",
     ]
 
 
