@@ -23,11 +23,13 @@ from queues.ramp import Ramp
 from queues.store import AMBIGUOUS_LETTER, Store
 from resilient.deferral import decode_operation
 from resilient.errors import AmbiguousOutcome, CallFailed, FatalError, ResilientError
+from resilient.lookup import asked
 from resilient.policy.breaker import CLOSED, HALF_OPEN
 from resilient.telemetry import DeadLettered
 
 if TYPE_CHECKING:
     from resilient.gateway import Gateway
+    from resilient.runtime import ProviderRuntime
     from resilient.settings import GatewaySettings
 
 WAIT, PROBE, DRAIN = "wait", "probe", "drain"
@@ -210,10 +212,12 @@ class Replayer:
         except AmbiguousOutcome as exc:
             ramp.restart()  # often the drain itself outran the provider (or us): slow down
             updated = request.with_attempts(exc.attempts, replayed=True)
-            if not self._safe_to_repeat(op, exc):
-                reason = f"{AMBIGUOUS_LETTER}: may have been delivered; reconcile before redriving"
-                return {"dead": [(updated, reason)]}
-            return self._later(updated, now)  # its key makes a repeat a no-op if it was done
+            if self._safe_to_repeat(op, exc):
+                return self._later(updated, now)  # its key makes a repeat a no-op if it was done
+            if not asked(exc.attempts) and self._can_ask(op, exc):
+                return self._later(updated, now)  # the next replay asks the provider first
+            reason = f"{AMBIGUOUS_LETTER}: may have been delivered; reconcile before redriving"
+            return {"dead": [(updated, reason)]}
         except CallFailed as exc:
             ramp.restart()
             return self._later(request.with_attempts(exc.attempts, replayed=True), now)
@@ -231,9 +235,18 @@ class Replayer:
     def _safe_to_repeat(self, op: Any, exc: AmbiguousOutcome) -> bool:
         """Whether the provider that may have acted honours the operation's idempotency key,
         so a repeat cannot do it twice."""
-        last = exc.attempts[-1].provider if exc.attempts else None
-        provider = self.gateway.providers.get(last or "")
+        provider = self._maybe_done_on(exc)
         return provider is not None and bool(op.idempotent_on(provider))
+
+    def _can_ask(self, op: Any, exc: AmbiguousOutcome) -> bool:
+        """Whether the provider that may have acted can be asked what it did (a ledgered
+        operation whose adapter has a lookup): then a replay asks before anything is sent."""
+        provider = self._maybe_done_on(exc)
+        return provider is not None and op.ledger and bool(op.can_look_up(provider))
+
+    def _maybe_done_on(self, exc: AmbiguousOutcome) -> ProviderRuntime | None:
+        last = exc.attempts[-1].provider if exc.attempts else None
+        return self.gateway.providers.get(last or "")
 
     def _dead_letter(self, capability: str, deferral_id: str, reason: str) -> None:
         events = self.gateway.events

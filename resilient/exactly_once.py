@@ -20,7 +20,7 @@ import httpx
 from resilient.chain import ChainOutcome, Holding, chain_plan
 from resilient.ledger import AMBIGUOUS, CLAIMED, DELIVERED, FAILED, Claim, LedgerEntry, Settle
 from resilient.ledger.rules import State
-from resilient.lookup import DONE, NOT_DONE, UNKNOWN, Found, Lookup
+from resilient.lookup import ASKED, DONE, NOT_DONE, UNKNOWN, Found, Lookup
 from resilient.pipeline import Command, Discard, Operation, Sleep
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Attempt
@@ -206,7 +206,7 @@ def _look_up(
         except Exception as exc:  # a hostile answer to the lookup tells nothing
             found = Found(UNKNOWN, detail=f"unreadable answer: {exc!r:.80}")
     outcome = _LOOKUP_OUTCOMES[found.state]
-    reason = f"lookup: {found.detail}" if found.detail else f"lookup: {found.state}"
+    reason = ASKED + (found.detail or found.state)
     return found, Attempt(rt.name, outcome, status, clock() - started, reason)
 
 

@@ -8,9 +8,11 @@ The plan yields `Lookup`; the executors send it like an attempt and hand back th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from resilient.result import Attempt
 from resilient.runtime import ProviderRuntime
 
 DONE: Final = "done"
@@ -18,6 +20,7 @@ NOT_DONE: Final = "not_done"
 UNKNOWN: Final = "unknown"
 
 CLOCK_SKEW = 300.0  # seconds a provider's clock may differ from ours when matching by time
+ASKED = "lookup: "  # how the reason of a lookup's attempt record begins
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +37,8 @@ class Lookup:
     provider: ProviderRuntime
     since: float
     timeout: float
+
+
+def asked(attempts: Sequence[Attempt]) -> bool:
+    """Whether these attempts include a lookup (the provider was asked what it did)."""
+    return any(a.reason.startswith(ASKED) for a in attempts)
