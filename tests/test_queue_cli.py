@@ -30,14 +30,19 @@ defer = true
 """
 
 
-def cli(config: Path, *args: str) -> Any:
-    run = subprocess.run(
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`resilient VERB --config CONFIG ARGS...` as a process of its own."""
+    return subprocess.run(
         [sys.executable, "-m", "resilient.cli", *args[:1], "--config", str(config), *args[1:]],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def cli(config: Path, *args: str) -> Any:
+    run = run_cli(config, *args)
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
@@ -137,13 +142,7 @@ MESSAGES = "/twilio/2010-04-01/Accounts/AC123/Messages.json"
 
 
 def failing_cli(config: Path, *args: str) -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "resilient.cli", *args[:1], "--config", str(config), *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = run_cli(config, *args)
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     return run.stderr
 

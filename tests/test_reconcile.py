@@ -159,6 +159,26 @@ def start_worker(config_file: Path) -> subprocess.Popen[str]:
     return worker
 
 
+def kill_a_worker_after_sends(
+    simulator: Simulator, tmp_path: Path, mapping: dict[str, Any], sends: int
+) -> None:
+    """A worker process replaying `mapping`'s spool, SIGKILLed once `sends` more requests
+    reached the simulator (the faults in place hold them)."""
+    parked = len(simulator.requests(method="POST"))
+    config_file = tmp_path / "resilient.toml"
+    config_file.write_text(_toml(mapping))
+    worker = start_worker(config_file)
+    try:
+        wait_for(
+            lambda: len(simulator.requests(method="POST")) >= parked + sends,
+            60.0,
+            f"{sends} sends",
+        )
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+
+
 def wait_for(predicate: Any, timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while not predicate():
@@ -186,21 +206,7 @@ async def test_a_worker_killed_mid_drain_leaves_every_sms_sent_exactly_once(
     # Twilio now holds each request: 15 done before the answer is lost, then 10 not done
     simulator.inject(Fault.hang(), method="POST", path=MESSAGES, times=10)
     simulator.inject(Fault.hang(after_effect=True), method="POST", path=MESSAGES, times=15)
-    parked = len(simulator.requests(method="POST"))
-
-    config_file = tmp_path / "resilient.toml"
-    config_file.write_text(_toml(mapping))
-    worker = await asyncio.to_thread(start_worker, config_file)
-    try:
-        await asyncio.to_thread(
-            wait_for,
-            lambda: len(simulator.requests(method="POST")) >= parked + 25,
-            60.0,
-            "25 sends",
-        )
-    finally:
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+    await asyncio.to_thread(kill_a_worker_after_sends, simulator, tmp_path, mapping, 25)
     simulator.clear_faults()
     assert len(twilio.messages) >= 15  # 15 done and never heard of by the dead worker
 
@@ -277,21 +283,7 @@ async def test_a_worker_killed_mid_drain_never_sends_an_email_twice(
     outage.clear()
     simulator.inject(Fault.hang(), method="POST", path=send_path, times=5)
     simulator.inject(Fault.hang(after_effect=True), method="POST", path=send_path, times=10)
-    parked = len(simulator.requests(method="POST"))
-
-    config_file = tmp_path / "resilient.toml"
-    config_file.write_text(_toml(mapping))
-    worker = await asyncio.to_thread(start_worker, config_file)
-    try:
-        await asyncio.to_thread(
-            wait_for,
-            lambda: len(simulator.requests(method="POST")) >= parked + 15,
-            60.0,
-            "15 sends",
-        )
-    finally:
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+    await asyncio.to_thread(kill_a_worker_after_sends, simulator, tmp_path, mapping, 15)
     simulator.clear_faults()
 
     successor = Gateway(settings_from_mapping(mapping))
