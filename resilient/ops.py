@@ -137,6 +137,7 @@ class OpsLoop:
         self._config_seen = _stamp(self._config)
         self.reload_error: str | None = None  # why the last reload failed, until one succeeds
         self._stop = threading.Event()
+        self.refresh_overrides()  # before the first call: a new process obeys ops at once
         self._thread = threading.Thread(target=self._run, name="resilient-ops", daemon=True)
         self._thread.start()
 
@@ -161,14 +162,25 @@ class OpsLoop:
         """Reload a changed config, apply overrides if they changed (or one lapsed), then
         publish status."""
         self.reload_config()
+        if self.refresh_overrides():
+            try:
+                self.board.publish(self._gateway.status())
+            except Exception as exc:  # Redis or the disk away: publish again next tick
+                logger.warning("ops loop: status not published: %s: %s", type(exc).__name__, exc)
+
+    def refresh_overrides(self) -> bool:
+        """Apply the live overrides if they changed (or one lapsed). False when the store could
+        not be read (Redis or the disk away): the last overrides stay, and a warning says so.
+        Bounded by the store's own timeouts (a second for Redis)."""
         try:
             version = self.store.version()
             if version != self._applied or self._gateway.overrides_lapse():
                 self._gateway.apply_overrides(self.store.load())
                 self._applied = version
-            self.board.publish(self._gateway.status())
-        except Exception as exc:  # Redis or the disk away: keep the last overrides, retry
+        except Exception as exc:
             logger.warning("ops loop: %s: %s (keeping the last overrides)", type(exc).__name__, exc)
+            return False
+        return True
 
     def _run(self) -> None:
         while True:

@@ -16,6 +16,7 @@ from resilient.config import load_settings
 from resilient.gateway import Gateway
 from resilient.testing import SimResponse, Simulator
 
+ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """
 [gateway]
 overrides_path = "{overrides}"
@@ -96,6 +97,38 @@ def test_disable_takes_effect_in_a_running_process(config: Path, gateway: Gatewa
     soon(lambda: served_by(gateway) == "b")
     cli(config, "providers", "enable", "a")
     soon(lambda: served_by(gateway) == "a")
+
+
+FIRST_CALL = """
+import sys
+from resilient.config import load_settings
+from resilient.gateway import Gateway
+with Gateway(load_settings(sys.argv[1])) as gw:
+    print(gw.sync.http.request("GET", "/x").provider)
+"""
+
+
+def first_call_of_a_new_process(config: Path) -> str:
+    run = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
+def test_a_process_started_after_a_change_obeys_it_from_its_first_call(config: Path) -> None:
+    """A deploy, an autoscaled replica or a cron job started during an incident never sends
+    its first call to a provider ops turned off, nor along a chain they reordered."""
+    cli(config, "providers", "disable", "a", "--reason", "incident")
+    assert first_call_of_a_new_process(config) == "b"
+    cli(config, "providers", "enable", "a")
+    cli(config, "chain", "http", "b", "a")
+    assert first_call_of_a_new_process(config) == "b"
 
 
 def test_disable_for_a_while_lapses_by_itself(config: Path, gateway: Gateway) -> None:
