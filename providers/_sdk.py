@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from resilient import registry
 from resilient.errors import ResilientError
 from resilient.gateway import Gateway
-from resilient.http_clients import LeanAsyncClient, LeanClient
+from resilient.http_clients import LeanAsyncClient, LeanClient, too_large
 from resilient.per_loop import PerLoop
 from resilient.runtime import ProviderRuntime
 from resilient.settings import GatewaySettings, ProviderSettings, RetrySettings
@@ -194,18 +194,26 @@ class AsyncSdkTransport(AsyncResilientTransport):
 
 class ReadWhole(httpx.BaseTransport):
     """Reads each body inside the attempt, for bridges that buffer every answer anyway: a body
-    cut mid-way is then an attempt failure that the pipeline classifies and retries when safe."""
+    cut mid-way is then an attempt failure that the pipeline classifies and retries when safe.
+    At most `cap` bytes as sent (the client bounds them again decoded)."""
 
-    def __init__(self, inner: httpx.BaseTransport) -> None:
+    def __init__(self, inner: httpx.BaseTransport, cap: int) -> None:
         self._inner = inner
+        self._cap = cap
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self._inner.handle_request(request)
+        chunks: list[bytes] = []
+        size = 0
         try:
-            body = b"".join(response.iter_raw())
+            for chunk in response.iter_raw():
+                size += len(chunk)
+                if size > self._cap:
+                    raise too_large(response, self._cap)
+                chunks.append(chunk)
         finally:
             response.close()
-        return _buffered(response, body)
+        return _buffered(response, b"".join(chunks))
 
     def close(self) -> None:
         self._inner.close()
@@ -214,16 +222,23 @@ class ReadWhole(httpx.BaseTransport):
 class AsyncReadWhole(httpx.AsyncBaseTransport):
     """ReadWhole for async clients."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, cap: int) -> None:
         self._inner = inner
+        self._cap = cap
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._inner.handle_async_request(request)
+        chunks: list[bytes] = []
+        size = 0
         try:
-            body = b"".join([chunk async for chunk in response.aiter_raw()])
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > self._cap:
+                    raise too_large(response, self._cap)
+                chunks.append(chunk)
         finally:
             await response.aclose()
-        return _buffered(response, body)
+        return _buffered(response, b"".join(chunks))
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -253,8 +268,9 @@ def wrap_transports(client: Any, wrap: Callable[[Any], Any]) -> None:
 def bridge_client(runtime: ProviderRuntime, **options: Any) -> httpx.Client:
     """The httpx client a bridged SDK (stripe, sendgrid, twilio) sends through: httpx.Client
     `options` (the SDK's timeout, TLS, proxy), on the pipeline, each body read in its attempt."""
-    client = LeanClient(**options)
-    wrap_transports(client, lambda transport: SdkTransport(runtime, ReadWhole(transport)))
+    cap = runtime.settings.max_response_bytes
+    client = LeanClient(max_response_bytes=cap, **options)
+    wrap_transports(client, lambda transport: SdkTransport(runtime, ReadWhole(transport, cap)))
     return client
 
 
@@ -276,9 +292,11 @@ class AsyncBridgeClients:
         transport = None if options.get("proxy") else self._runtime.aiohttp_transport()
         if transport is not None:
             options = {**options, "transport": transport}
-        client = LeanAsyncClient(**options)
+        cap = self._runtime.settings.max_response_bytes
+        client = LeanAsyncClient(max_response_bytes=cap, **options)
         wrap_transports(
-            client, lambda transport: AsyncSdkTransport(self._runtime, AsyncReadWhole(transport))
+            client,
+            lambda transport: AsyncSdkTransport(self._runtime, AsyncReadWhole(transport, cap)),
         )
         return client
 

@@ -9,6 +9,13 @@ straight to the transport instead. What changes for callers: no cookie jar carri
 provider call to the next (API clients should not carry one) and no `httpx` INFO log line per
 request (the gateway's own events say more). Anything else (an auth or a redirect policy,
 on the call or on the client, or event hooks) takes httpx's full path.
+
+Either way a whole answer is read under the provider's `max_response_bytes`, counted after
+decompression, so neither a huge body nor a compression bomb can take the process's memory:
+past it the attempt fails with ResponseTooLarge and the connection is closed unread. An answer
+that announces its length, uncompressed and within the cap, is read as httpx reads it (h11 never
+reads past a Content-Length); any other is read chunk by chunk and handed on decoded, without
+its Content-Encoding.
 """
 
 from __future__ import annotations
@@ -38,7 +45,101 @@ def _opened(client: httpx.Client | httpx.AsyncClient) -> None:
     client._state = ClientState.OPENED
 
 
+class ResponseTooLarge(httpx.ReadError):
+    """An answer larger than the provider's `max_response_bytes` (decompressed). It came after
+    the request was sent, so the attempt is classified as maybe done, like any read error."""
+
+
+def _announced_within(response: httpx.Response, cap: int) -> bool | None:
+    """True: read it as it is (identity encoding, a Content-Length within the cap). False: it
+    says it is larger than the cap. None: only reading it tells."""
+    length = response.headers.get("content-length")
+    if length is None or not length.isdigit():
+        return None
+    if int(length) > cap:
+        return False
+    return True if "content-encoding" not in response.headers else None
+
+
+def too_large(response: httpx.Response, cap: int) -> ResponseTooLarge:
+    """The error for `response` past `cap` bytes."""
+    return ResponseTooLarge(
+        f"answer larger than max_response_bytes ({cap} bytes)", request=response.request
+    )
+
+
+def _decoded(response: httpx.Response, body: bytes) -> httpx.Response:
+    """The answer with its body read and decoded: a new response, as httpx keeps its read body
+    only through its own `read`, which has no bound."""
+    headers = [
+        (name, value)
+        for name, value in response.headers.raw
+        if name.lower() not in (b"content-encoding", b"content-length")
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=body,
+        request=response.request,
+        extensions=response.extensions,
+    )
+
+
+def read_capped(response: httpx.Response, cap: int) -> httpx.Response:
+    """`response` read whole, within `cap` bytes decompressed; closed either way."""
+    fits = _announced_within(response, cap)
+    if fits:
+        try:
+            response.read()
+        except BaseException:
+            response.close()
+            raise
+        return response
+    chunks: list[bytes] = []
+    try:
+        if fits is False:
+            raise too_large(response, cap)
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise too_large(response, cap)
+            chunks.append(chunk)
+    finally:
+        response.close()
+    return _decoded(response, b"".join(chunks))
+
+
+async def aread_capped(response: httpx.Response, cap: int) -> httpx.Response:
+    """`read_capped` for an async response."""
+    fits = _announced_within(response, cap)
+    if fits:
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+    chunks: list[bytes] = []
+    try:
+        if fits is False:
+            raise too_large(response, cap)
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise too_large(response, cap)
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    return _decoded(response, b"".join(chunks))
+
+
 class LeanClient(httpx.Client):
+    def __init__(self, *, max_response_bytes: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.max_response_bytes = max_response_bytes
+
     def send(
         self,
         request: httpx.Request,
@@ -48,23 +149,22 @@ class LeanClient(httpx.Client):
         follow_redirects: Any = USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
         if not _lean(self, auth, follow_redirects):
-            return super().send(
-                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            response = super().send(
+                request, stream=True, auth=auth, follow_redirects=follow_redirects
             )
-        _opened(self)
-        self._set_timeout(request)
-        response = self._transport_for_url(request.url).handle_request(request)
-        response.request = request
-        if not stream:
-            try:
-                response.read()
-            except BaseException:
-                response.close()
-                raise
-        return response
+        else:
+            _opened(self)
+            self._set_timeout(request)
+            response = self._transport_for_url(request.url).handle_request(request)
+            response.request = request
+        return response if stream else read_capped(response, self.max_response_bytes)
 
 
 class LeanAsyncClient(httpx.AsyncClient):
+    def __init__(self, *, max_response_bytes: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.max_response_bytes = max_response_bytes
+
     async def send(
         self,
         request: httpx.Request,
@@ -74,17 +174,12 @@ class LeanAsyncClient(httpx.AsyncClient):
         follow_redirects: Any = USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
         if not _lean(self, auth, follow_redirects):
-            return await super().send(
-                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            response = await super().send(
+                request, stream=True, auth=auth, follow_redirects=follow_redirects
             )
-        _opened(self)
-        self._set_timeout(request)
-        response = await self._transport_for_url(request.url).handle_async_request(request)
-        response.request = request
-        if not stream:
-            try:
-                await response.aread()
-            except BaseException:
-                await response.aclose()
-                raise
-        return response
+        else:
+            _opened(self)
+            self._set_timeout(request)
+            response = await self._transport_for_url(request.url).handle_async_request(request)
+            response.request = request
+        return response if stream else await aread_capped(response, self.max_response_bytes)

@@ -180,7 +180,9 @@ class ProviderRuntime:
             with self._lock:
                 if self._client is None:
                     self._client = LeanClient(
-                        base_url=self.settings.base_url or "", transport=self._transport
+                        base_url=self.settings.base_url or "",
+                        transport=self._transport,
+                        max_response_bytes=self.settings.max_response_bytes,
                     )
         return self._client
 
@@ -193,6 +195,7 @@ class ProviderRuntime:
         return LeanAsyncClient(
             base_url=self.settings.base_url or "",
             transport=self.aiohttp_transport() or self._async_transport,
+            max_response_bytes=self.settings.max_response_bytes,
         )
 
     def aiohttp_transport(self) -> httpx.AsyncBaseTransport | None:

@@ -70,6 +70,7 @@ class ProviderSettings:
     rate_limit: Rate | None = None
     rate_limit_per_credential: bool = False
     max_concurrent: int | None = None  # bulkhead; None: unbounded
+    max_response_bytes: int = 16 * 1024 * 1024  # a whole answer, decompressed (not streams)
     classify: tuple[tuple[str, str], ...] = ()  # (status pattern like "409" or "5xx", outcome)
     options: Mapping[str, Any] = field(
         default_factory=_empty

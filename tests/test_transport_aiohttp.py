@@ -154,7 +154,7 @@ def test_the_lean_client_carries_no_cookies_from_one_call_to_the_next(
     simulator.route(
         "GET", "/echo", lambda r: SimResponse(200, {}, r.headers.get("cookie", "").encode())
     )
-    with LeanClient() as client:
+    with LeanClient(max_response_bytes=1 << 24) as client:
         client.send(client.build_request("GET", simulator.url("/set")))
         echoed = client.send(client.build_request("GET", simulator.url("/echo")))
     assert echoed.content == b""
@@ -169,7 +169,7 @@ async def test_the_lean_async_client_reads_unless_streaming_and_honours_auth(
     simulator.route(
         "GET", "/who", lambda r: SimResponse(200, {}, r.headers["authorization"].encode())
     )
-    async with LeanAsyncClient() as client:
+    async with LeanAsyncClient(max_response_bytes=1 << 24) as client:
         read = await client.send(
             client.build_request("GET", simulator.url("/who"), headers={"authorization": "x"})
         )
@@ -319,16 +319,20 @@ def test_a_lean_client_set_to_follow_redirects_or_with_hooks_still_does(
     simulator.route("GET", "/new", lambda r: SimResponse(200, {}, b"moved"))
     seen: list[str] = []
     with LeanClient(
-        follow_redirects=True, event_hooks={"request": [lambda r: seen.append("h")]}
+        follow_redirects=True,
+        event_hooks={"request": [lambda r: seen.append("h")]},
+        max_response_bytes=1 << 24,
     ) as client:
         answer = client.send(client.build_request("GET", simulator.url("/old")))
     assert answer.content == b"moved" and seen == ["h", "h"]
-    with LeanClient(auth=("user", "pw")) as client:
+    with LeanClient(auth=("user", "pw"), max_response_bytes=1 << 24) as client:
         simulator.route(
             "GET", "/who", lambda r: SimResponse(200, {}, r.headers["authorization"].encode())
         )
         assert client.send(client.build_request("GET", simulator.url("/who"))).content.startswith(
             b"Basic "
         )
-    with LeanClient() as client:  # the lean path: the redirect is the answer
+    with LeanClient(
+        max_response_bytes=1 << 24
+    ) as client:  # the lean path: the redirect is the answer
         assert client.send(client.build_request("GET", simulator.url("/old"))).status_code == 302

@@ -1,0 +1,104 @@
+"""Hard bounds against hostile answers: a whole answer is read within the provider's
+`max_response_bytes`, counted after decompression (a huge body, a compression bomb, a Content-
+Length that announces too much), sync and async; past it the attempt fails, nothing more is
+read, and a provider that answers sensibly still serves."""
+
+from __future__ import annotations
+
+import gzip
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from resilient.errors import ChainExhausted
+from resilient.testing import SimResponse, Simulator
+from tests.conftest import caller, gateway_for, provider
+
+CAP = 1 << 20  # 1 MiB
+MIB = b"x" * (1 << 20)
+
+
+@pytest.fixture
+def hostile(simulator: Simulator) -> Simulator:
+    big = SimResponse.stream([MIB] * 64, headers={"content-type": "application/octet-stream"})
+    simulator.route("GET", "/huge/x", lambda r: big)
+    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+    simulator.route(
+        "GET",
+        "/bomb/x",
+        lambda r: SimResponse(200, {"content-encoding": "gzip"}, bomb),
+    )
+    simulator.route("GET", "/fine/x", lambda r: SimResponse.json({"ok": True}))
+    encoded = gzip.compress(b'{"ok": true}')
+    simulator.route(
+        "GET", "/zipped/x", lambda r: SimResponse(200, {"content-encoding": "gzip"}, encoded)
+    )
+    return simulator
+
+
+@pytest.mark.parametrize("route", ["huge", "bomb"])
+async def test_an_answer_past_the_cap_fails_the_attempt(
+    hostile: Simulator, mode: str, route: str
+) -> None:
+    gw = gateway_for(provider(route, hostile.url(f"/{route}"), max_response_bytes=CAP))
+    with pytest.raises(ChainExhausted) as raised:
+        await caller(gw, mode)("GET", "/x")
+    await gw.aclose()
+    assert {a.reason for a in raised.value.attempts} == {"ResponseTooLarge"}
+
+
+async def test_a_sensible_answer_behind_a_hostile_one_still_serves(
+    hostile: Simulator, mode: str
+) -> None:
+    gw = gateway_for(
+        provider("bomb", hostile.url("/bomb"), max_response_bytes=CAP),
+        provider("fine", hostile.url("/fine"), max_response_bytes=CAP),
+    )
+    result = await caller(gw, mode)("GET", "/x")
+    await gw.aclose()
+    assert (result.provider, result.value.json()) == ("fine", {"ok": True})
+
+
+async def test_a_compressed_answer_within_the_cap_is_handed_on_decoded(
+    hostile: Simulator, mode: str
+) -> None:
+    gw = gateway_for(provider("zipped", hostile.url("/zipped"), max_response_bytes=CAP))
+    result = await caller(gw, mode)("GET", "/x")
+    await gw.aclose()
+    assert result.value.json() == {"ok": True}
+    assert "content-encoding" not in result.value.headers
+
+
+class _Announcer(socketserver.BaseRequestHandler):
+    """Announces a gigabyte, sends two bytes, and holds the connection open."""
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        self.request.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n{}")
+        time.sleep(5)
+
+
+@pytest.fixture
+def announcer() -> Iterator[str]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Announcer)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_an_answer_announcing_more_than_the_cap_is_not_read(
+    announcer: str, mode: str
+) -> None:
+    """Refused on its Content-Length: no wait for a gigabyte, the connection closed."""
+    gw = gateway_for(provider("liar", announcer, max_response_bytes=CAP))
+    started = time.monotonic()
+    with pytest.raises(ChainExhausted) as raised:
+        await caller(gw, mode)("GET", "/x")
+    await gw.aclose()
+    assert {a.reason for a in raised.value.attempts} == {"ResponseTooLarge"}
+    assert time.monotonic() - started < 4.0  # not one attempt waited for the body
