@@ -11,6 +11,7 @@ from resilient.exactly_once import LedgeredOperation
 from resilient.ledger import Claim, Ledger, Settle
 from resilient.lookup import Lookup
 from resilient.pipeline import Discard, Operation, Plan, Send, Sleep
+from resilient.transport_deadline import attempt_deadline
 
 
 def run_sync(plan: Plan, op: Operation, ledger: Ledger | None = None) -> Any:
@@ -21,7 +22,8 @@ def run_sync(plan: Plan, op: Operation, ledger: Ledger | None = None) -> Any:
         while True:
             if isinstance(command, Send):
                 try:
-                    value: object = op.send(command.provider, command.timeout)
+                    with attempt_deadline(command.timeout):
+                        value: object = op.send(command.provider, command.timeout)
                 except Exception as exc:  # the plan classifies it
                     value = exc
             elif isinstance(command, Sleep):
@@ -34,9 +36,10 @@ def run_sync(plan: Plan, op: Operation, ledger: Ledger | None = None) -> Any:
                 value = ledger.write(command)
             elif isinstance(command, Lookup):
                 try:
-                    value = cast(LedgeredOperation, op).look_up(
-                        command.provider, command.since, command.timeout
-                    )
+                    with attempt_deadline(command.timeout):
+                        value = cast(LedgeredOperation, op).look_up(
+                            command.provider, command.since, command.timeout
+                        )
                 except Exception as exc:  # the plan reads it as "unknown"
                     value = exc
             else:

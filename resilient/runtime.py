@@ -24,6 +24,7 @@ from resilient.settings import ProviderSettings
 from resilient.shared_limiter import SharedRateLimiter
 from resilient.stats import AttemptStats
 from resilient.telemetry import BreakerChanged, EventBus
+from resilient.transport_deadline import deadline_transport
 from resilient.units import Rate
 
 MAX_CREDENTIAL_LIMITERS = 4096
@@ -181,7 +182,7 @@ class ProviderRuntime:
                 if self._client is None:
                     self._client = LeanClient(
                         base_url=self.settings.base_url or "",
-                        transport=self._transport,
+                        transport=self._transport or deadline_transport(),
                         max_response_bytes=self.settings.max_response_bytes,
                     )
         return self._client

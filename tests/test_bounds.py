@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from resilient.errors import ChainExhausted
+from resilient.errors import CallFailed, ChainExhausted
+from resilient.settings import RetrySettings
 from resilient.testing import SimResponse, Simulator
 from tests.conftest import caller, gateway_for, provider
 
@@ -102,3 +103,44 @@ async def test_an_answer_announcing_more_than_the_cap_is_not_read(
     await gw.aclose()
     assert {a.reason for a in raised.value.attempts} == {"ResponseTooLarge"}
     assert time.monotonic() - started < 4.0  # not one attempt waited for the body
+
+
+class _Drip(socketserver.BaseRequestHandler):
+    """Answers a byte at a time, each within any read timeout: the headers (`/head`) or the
+    body (anything else) take far longer than any call may."""
+
+    def handle(self) -> None:
+        request = self.request.recv(65536)
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n"
+        drip_head = b" /head" in request.split(b"\r\n", 1)[0]
+        try:
+            if not drip_head:
+                self.request.sendall(head)
+            for byte in head if drip_head else b"x" * 100:
+                self.request.sendall(bytes([byte]))
+                time.sleep(0.25)
+        except OSError:
+            return  # the client gave up: as it should
+
+
+@pytest.fixture
+def drip() -> Iterator[str]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/head", "/body"])
+async def test_a_dripping_answer_ends_by_the_call_deadline(drip: str, mode: str, path: str) -> None:
+    """A byte every 0.25 s keeps each read within its 1 s timeout; the call (timeout 1.5 s)
+    still ends by its deadline, sync as async, not after the 25 s the drip would take."""
+    gw = gateway_for(provider("drip", drip, retry=RetrySettings(attempts=1)), timeout=1.5)
+    started = time.monotonic()
+    with pytest.raises(CallFailed):
+        await caller(gw, mode)("GET", path)
+    elapsed = time.monotonic() - started
+    await gw.aclose()
+    assert elapsed < 4.0  # 1.5 s and the documented slack; a busy machine gets room
