@@ -20,6 +20,10 @@ _NAMED = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<address>[^<>]+)>\s*$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}\Z")  # \Z: `$` would let a trailing newline through
 _CURRENCY = re.compile(r"^[a-z]{3}\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A lone surrogate (JSON's "\ud800", bytes decoded with errors="surrogateescape" as file names and
+# argv are) is a valid str but no text UTF-8 can encode: a request holding one would fail later,
+# mid-send or mid-park, with UnicodeEncodeError.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 MAX_EMAIL_BYTES = 25 * 1024 * 1024  # what the major email APIs accept, attachments included
@@ -34,9 +38,17 @@ def _fail(model: str, field_name: str, problem: str) -> InvalidRequest:
     return InvalidRequest(f"{model}.{field_name}: {problem}")
 
 
+def _encodable(model: str, field_name: str, value: str) -> str:
+    """Every text field's first check: text that UTF-8 can encode, as every wire format needs."""
+    if _SURROGATE.search(value):
+        raise _fail(model, field_name, "contains a lone surrogate, which UTF-8 cannot encode")
+    return value
+
+
 def _address(model: str, field_name: str, value: object) -> str:
     if not isinstance(value, str):
         raise _fail(model, field_name, f"expected an email address, got {type(value).__name__}")
+    _encodable(model, field_name, value)
     named = _NAMED.match(value)
     bare = named.group("address") if named else value
     if _CONTROL.search(value) or "\n" in value or "\r" in value or not _ADDRESS.match(bare):
@@ -58,6 +70,7 @@ def _addresses(model: str, field_name: str, value: object) -> tuple[str, ...]:
 def _text(model: str, field_name: str, value: object, *, limit: int, single_line: bool) -> str:
     if not isinstance(value, str):
         raise _fail(model, field_name, f"expected text, got {type(value).__name__}")
+    _encodable(model, field_name, value)
     if _CONTROL.search(value) or (single_line and ("\n" in value or "\r" in value)):
         raise _fail(model, field_name, "contains control characters")
     if len(value) > limit:
@@ -74,7 +87,7 @@ def _mapping(model: str, field_name: str, value: object) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, (str, int, float, bool)):
             raise _fail(model, field_name, "expected a mapping of text to text")
-        if _CONTROL.search(str(item)):
+        if _CONTROL.search(_encodable(model, field_name, str(item))):
             raise _fail(model, field_name, "a value contains control characters")
         out[_text(model, field_name, key, limit=200, single_line=True)] = str(item)
     return out
@@ -277,7 +290,8 @@ class Post(_Model):
         if not text.strip():
             raise _fail("Post", "text", "empty post")
         if self.link is not None and (
-            not isinstance(self.link, str) or not re.match(r"^https?://\S+\Z", self.link)
+            not isinstance(self.link, str)
+            or not re.match(r"^https?://\S+\Z", _encodable("Post", "link", self.link))
         ):
             raise _fail("Post", "link", f"expected an http(s) URL, got {self.link!r}")
         object.__setattr__(self, "idempotency_key", _key("Post", self.idempotency_key))

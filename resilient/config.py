@@ -5,6 +5,10 @@ the dotted key path and what was expected, so ops fix a config in one edit; secr
 in those lines. The pydantic models here are internal: the hot path reads only the frozen
 dataclasses of `resilient.settings`, and every default comes from those dataclasses.
 
+Hostile or mistaken files fail the same way, fast: nesting deeper than `_MAX_DEPTH` levels, or
+YAML aliases expanding a file past `_MAX_VALUES` values (a "billion laughs" file is a few hundred
+bytes that would expand to a billion), is refused before any of it is validated.
+
 Timeouts: `timeout = "10s"` is shorthand for `timeout = { attempt = "10s" }`. Whenever `attempt`
 is given, unset `connect` becomes min(default connect, attempt) and unset `read`/`write` become
 `attempt`; otherwise they keep the TimeoutSettings defaults. An empty `api_key`, `base_url` or
@@ -29,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -43,6 +48,7 @@ from pydantic_core import ErrorDetails
 
 from resilient import registry
 from resilient.errors import ConfigError
+from resilient.ledger.sqlite import ledger_path
 from resilient.policy.outcome_class import Outcome
 from resilient.secrets import Secret
 from resilient.settings import (
@@ -55,7 +61,7 @@ from resilient.settings import (
     RetrySettings,
     TimeoutSettings,
 )
-from resilient.units import Rate, parse_duration, parse_duration_range, parse_rate
+from resilient.units import Rate, parse_duration, parse_duration_range, parse_rate, parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,9 +80,12 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _STATUS_PATTERN = re.compile(r"[1-5](?:[0-9]{2}|xx)")
-_URL_PASSWORD = re.compile(r"(//[^/@\s]*?:)[^/@\s]*@")
+_URL_PASSWORD = re.compile(r"(//[^/?#@\s]*?:)[^/?#\s]*@")  # to the last '@', as urlsplit reads
+_REDIS_URL = re.compile(r"(?i)(rediss?|unix)://")  # redis-py requires the '//' too
 _SENSITIVE_WORDS = ("key", "secret", "password", "token")
 _MIN_REDACTED = 4  # shorter values would mask ordinary words in the message
+_MAX_DEPTH = 32  # levels of nesting; a real config uses about six
+_MAX_VALUES = 100_000  # values in a YAML file once its aliases are expanded
 
 _TIMEOUT = TimeoutSettings()
 _RETRY = RetrySettings()
@@ -143,6 +152,60 @@ def _status_pattern(value: object) -> str:
     return text
 
 
+def _redis_url(value: str) -> str:
+    """What redis-py would refuse, or fail on, only when it first connects."""
+    if not _REDIS_URL.match(value):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL, or nothing")
+    try:
+        url = urlsplit(value)
+    except ValueError:  # a malformed [IPv6] host
+        raise ValueError("expected a well-formed URL") from None
+    try:
+        port = url.port
+    except ValueError:  # out of range, or not a number
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("expected a URL whose port is a number from 1 to 65535")
+    if url.scheme == "unix" and not url.path:
+        raise ValueError(
+            "expected a unix:// URL with the socket's path, like unix:///run/redis.sock"
+        )
+    return value
+
+
+def _spool_file(value: str) -> str:
+    """A file SQLite can open, beside a ledger it can open, in a directory that exists or can be
+    made and is writable: checked now, without creating anything, so a bad path is not found
+    only when the first request is parked."""
+    if "\0" in value:
+        raise ValueError("expected a file path, which cannot contain a NUL character")
+    if value.endswith(("/", os.sep)):
+        raise ValueError("expected the path of a file, not of a directory")
+    try:
+        problem = _spool_problem(Path(value))
+    except OSError as exc:  # a directory on the way that cannot be searched, a name too long
+        problem = f"expected a path this process can use: {exc.strerror or exc}"
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _spool_problem(spool: Path) -> str | None:
+    for file in (spool, ledger_path(spool)):
+        if file.exists() and not file.is_file():
+            return f"expected the path of a file: {file} exists and is not a file"
+        if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+            return f"expected a file this process can write: {file} is not writable"
+    directory = spool.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent  # the nearest ancestor that exists: the rest can be made
+    if not directory.is_dir():
+        return f"expected a file in a directory: {directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"expected a file in a writable directory: {directory} is not writable"
+    return None
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     _ = parts.port  # raises ValueError on a malformed port
@@ -171,7 +234,9 @@ class _Table(BaseModel):
 
 class _Gateway(_Table):
     redis_url: str | None = _GATEWAY.redis_url
-    spool_path: Annotated[str, Field(min_length=1)] = _GATEWAY.spool_path
+    spool_path: Annotated[str, Field(min_length=1), AfterValidator(_spool_file)] = (
+        _GATEWAY.spool_path
+    )
     overrides_path: Annotated[str, Field(min_length=1)] = _GATEWAY.overrides_path
     encryption_key: str | None = None
     async_client: Literal["httpx", "aiohttp"] | None = None
@@ -207,9 +272,7 @@ class _Gateway(_Table):
     def _redis_url(cls, value: str | None) -> str | None:
         if not value:
             return None
-        url = urlsplit(value)
-        if url.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("expected a redis://, rediss:// or unix:// URL, or nothing")
+        url = urlsplit(_redis_url(value))
         if url.password:
             Secret(unquote(url.password))  # masked in every log line, as API keys are
         return value
@@ -302,6 +365,7 @@ class _Provider(_Table):
     rate_limit: _Rate | None = _PROVIDER.rate_limit
     rate_limit_per_credential: bool = _PROVIDER.rate_limit_per_credential
     max_concurrent: Annotated[_Int, Field(ge=1)] | None = _PROVIDER.max_concurrent
+    max_response_bytes: Annotated[_Int, Field(ge=1024)] = _PROVIDER.max_response_bytes
     retry: _Retry = Field(default_factory=_Retry)
     breaker: _Breaker = Field(default_factory=_Breaker)
     classify: dict[_StatusPattern, Outcome] = Field(default_factory=dict)
@@ -310,6 +374,11 @@ class _Provider(_Table):
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         return _http_url(value) if value else None  # "" as from "${BASE_URL:-}": the default
+
+    @field_validator("max_response_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str) else value
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -331,6 +400,7 @@ class _Provider(_Table):
             rate_limit=self.rate_limit,
             rate_limit_per_credential=self.rate_limit_per_credential,
             max_concurrent=self.max_concurrent,
+            max_response_bytes=self.max_response_bytes,
             classify=tuple((pattern, outcome.value) for pattern, outcome in self.classify.items()),
             options=options,
         )
@@ -394,6 +464,85 @@ _PROVIDER_KEYS = ("kind", *_COMMON_KEYS)
 # -- the loader ----------------------------------------------------------------------------------
 
 
+class _Refused(Exception):
+    """A file or mapping too deep or too large to walk: stops the walk at once, at `path`."""
+
+    def __init__(self, path: _Path, problem: str) -> None:
+        super().__init__(problem)
+        self.path, self.problem = path, problem
+
+
+class _BoundedYamlLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses, before building anything, a document nested deeper than
+    `_MAX_DEPTH` (the composer recurses: 5,000 levels raise RecursionError) or one whose aliases
+    expand it past `_MAX_VALUES` values, counting merges (`<<: *a`), which copy as they build."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.key_path: list[object] = []  # keys and positions down to the node being composed
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if parent is None or (index is None and self.check_event(yaml.ScalarEvent)):
+            return super().compose_node(parent, index)  # the root, or a plain key: no deeper
+        self.key_path.append(_yaml_label(index))
+        try:
+            if len(self.key_path) > _MAX_DEPTH:
+                raise _Refused(tuple(self.key_path), f"nested more than {_MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.key_path.pop()
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded(node, (), {}, set())
+        return node
+
+
+def _yaml_label(index: object) -> object:
+    """A node's place in its parent, as a key path shows it: the key, or the list position."""
+    if isinstance(index, yaml.ScalarNode):
+        return index.value  # a mapping value: `index` is its key's node
+    return index if isinstance(index, int) else "<key>"  # a list item, or a key itself
+
+
+def _expanded(
+    node: yaml.Node, path: _Path, done: dict[int, tuple[int, int]], open_: set[int]
+) -> tuple[int, int]:
+    """(values, levels) of `node` with its aliases expanded, each node walked once (a billion
+    laughs is a few hundred nodes); raises _Refused past the bounds or on an alias cycle."""
+    key = id(node)
+    if key in open_:
+        raise _Refused(path, "an alias refers to the list or table that contains it")
+    if key not in done:
+        if len(path) > _MAX_DEPTH:
+            raise _Refused(path, f"nested more than {_MAX_DEPTH} levels deep")
+        open_.add(key)
+        values, levels = 1, 0
+        children: list[tuple[object, yaml.Node]] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    children.append(("<key>", key_node))  # a list or table as a key: rare
+                children.append((_yaml_label(key_node), value_node))
+            values += sum(isinstance(key_node, yaml.ScalarNode) for key_node, _ in node.value)
+        for label, child in children:
+            child_values, child_levels = _expanded(child, (*path, label), done, open_)
+            values, levels = values + child_values, max(levels, child_levels + 1)
+            if values > _MAX_VALUES:
+                break
+        open_.discard(key)
+        done[key] = values, levels
+    values, levels = done[key]
+    if len(path) + levels > _MAX_DEPTH:
+        raise _Refused(path, f"nested more than {_MAX_DEPTH} levels deep once aliases expand")
+    if values > _MAX_VALUES:
+        raise _Refused(path, f"more than {_MAX_VALUES} values once aliases expand")
+    return values, levels
+
+
 class _Loader:
     """One load: collects every problem, then raises them together as one ConfigError."""
 
@@ -403,6 +552,7 @@ class _Loader:
         self.problems: list[tuple[str, str]] = []
         self.secrets: set[str] = set()  # values that must never reach a message
         self.kinds: dict[str, registry.ProviderKind] = {}  # provider name -> its (valid) kind
+        self.values = 0  # values interpolated so far
 
     def load(self, data: object) -> GatewaySettings:
         if data is None:
@@ -410,7 +560,10 @@ class _Loader:
         if not isinstance(data, Mapping):
             self.fail((), f"expected a table of settings at the top level, found {_found(data)}")
         else:
-            data = self.interpolate(data, ())
+            try:
+                data = self.interpolate(data, ())
+            except _Refused as refused:
+                self.fail(refused.path, refused.problem)
         self.raise_problems()
         assert isinstance(data, Mapping)
         self.check_keys(data, (), _ROOT_KEYS)
@@ -453,6 +606,11 @@ class _Loader:
     # -- interpolation ---------------------------------------------------------------------------
 
     def interpolate(self, value: object, path: _Path) -> object:
+        self.values += 1  # bounds the walk: a mapping may contain itself, or share its parts
+        if len(path) > _MAX_DEPTH:
+            raise _Refused(path, f"nested more than {_MAX_DEPTH} levels deep")
+        if self.values > _MAX_VALUES:
+            raise _Refused(path, f"more than {_MAX_VALUES} values in the whole config")
         if isinstance(value, str):
             text = _REFERENCE.sub(lambda match: self.substitute(match, value, path), value)
             if _is_sensitive(path) and len(text) >= _MIN_REDACTED:
@@ -826,23 +984,33 @@ def _as_secrets(value: object) -> object:
 
 
 def _parse(text: str, suffix: str, source: str) -> object:
+    too_deep = f"nested more than {_MAX_DEPTH} levels deep"
     if suffix == ".toml":
         try:
             return tomllib.loads(text)
+        except RecursionError:  # tomllib recurses into inline arrays and tables, without a bound
+            raise ConfigError(source, "", f"invalid TOML: {too_deep}") from None
         except tomllib.TOMLDecodeError as exc:
             message = str(exc)
             where = re.search(r"\s*\((at line \d+, column \d+)\)$", message)
             if where:
                 message = f"{where.group(1)}: {message[: where.start()]}"
             raise ConfigError(source, "", f"invalid TOML {message}") from None
+    loader = _BoundedYamlLoader(text)
     try:
-        return yaml.safe_load(text)
+        return loader.get_single_data()
+    except _Refused as refused:
+        raise ConfigError(source, _dotted(refused.path), refused.problem) from None
+    except RecursionError:  # not expected past the composer's bound; never a traceback though
+        raise ConfigError(source, "", f"invalid YAML: {too_deep}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(source, "", f"invalid YAML{at}: {exc.problem or exc.context}") from None
     except (yaml.YAMLError, ValueError) as exc:  # a date like 2024-02-30 raises ValueError
         raise ConfigError(source, "", f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
 
 
 # -- public --------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The human units ops write in config: durations ("200ms", "1h30m") and rates ("600/min")."""
+"""The human units ops write in config: durations ("200ms", "1h30m"), rates ("600/min") and
+sizes ("16MiB")."""
 
 from __future__ import annotations
 
@@ -38,6 +39,25 @@ def parse_duration(value: str | int | float) -> float:
     if not 0 <= seconds < float("inf"):
         raise ValueError(f"expected a finite, non-negative duration, got {value!r}")
     return seconds
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|mib|gib|kb|mb|gb)?\s*$")
+_SIZE_BYTES = {
+    None: 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+}  # fmt: skip
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from a whole number (already bytes) or a string like "512KiB", "16MiB", "1GB"."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size like '16MiB', got {value!r}")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value.lower())
+    if match is None:
+        raise ValueError(f"expected a size like '512KiB', '16MiB' or '1GB', got {value!r}")
+    return int(match.group(1)) * _SIZE_BYTES[match.group(2)]
 
 
 def parse_duration_range(value: str) -> tuple[float, float]:

@@ -1,7 +1,10 @@
 """resilient.config: files, interpolation, every validation rule, and what errors may show."""
 
 import copy
+import json
+import os
 import re
+import time
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -519,6 +522,204 @@ def test_errors_are_config_errors_never_pydantic_or_key_errors() -> None:
             load(data)  # type: ignore[arg-type]
 
 
+# -- hostile and impossible files: a ConfigError at load, fast, never a hang or a traceback ------
+
+TOO_SLOW = 5.0  # seconds; each of these loads takes milliseconds
+
+
+def load_file(folder: Path, name: str, text: str) -> ConfigError:
+    """The ConfigError loading `text` as file `name` gives, within TOO_SLOW seconds."""
+    path = folder / name
+    path.write_text(text)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert time.monotonic() - started < TOO_SLOW
+    assert str(info.value).startswith(f"{path}: ")
+    return info.value
+
+
+def gateway_file(suffix: str, key: str, value: str) -> str:
+    """`[gateway] key = value` as TOML or YAML."""
+    if suffix == "toml":
+        return f"[gateway]\n{key} = {json.dumps(value)}\n"
+    return f"gateway:\n  {key}: {json.dumps(value)}\n"
+
+
+@pytest.mark.parametrize("suffix", ["toml", "yaml"])
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        (f"redis://:{SECRET}@cache:99999/0", "port is a number from 1 to 65535"),
+        (f"redis://:p@{SECRET}@cache:99999/0", "port is a number from 1 to 65535"),  # '@' in it
+        (f"rediss://user:{SECRET}@cache:0", "port is a number from 1 to 65535"),
+        (f"redis://:{SECRET}@cache:63a9", "port is a number from 1 to 65535"),
+        (f"redis://:{SECRET}@[::1:6379", "well-formed URL"),
+        (f"http://:{SECRET}@cache:6379", "redis://, rediss:// or unix://"),
+        ("redis:cache:6379", "redis://, rediss:// or unix://"),  # redis-py needs the //
+        ("unix://", "the socket's path"),
+    ],
+)
+def test_an_unusable_redis_url_names_the_key_and_never_its_password(
+    tmp_path: Path, suffix: str, url: str, fragment: str
+) -> None:
+    """redis-py would raise a bare ValueError (quoting nothing useful) at the first connect."""
+    err = load_file(tmp_path, f"gw.{suffix}", gateway_file(suffix, "redis_url", url))
+    assert err.key == "gateway.redis_url", str(err)
+    assert fragment in err.problem, str(err)
+    assert SECRET not in str(err), str(err)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://cache:6379/0", "rediss://u:pw@[::1]:6380/1", "REDIS://cache", "unix:///run/r.sock"],
+)
+def test_usable_redis_urls_load(url: str) -> None:
+    assert load({"gateway": {"redis_url": url}}).redis_url == url
+
+
+@pytest.mark.parametrize("suffix", ["toml", "yaml"])
+def test_a_spool_path_naming_a_directory_is_refused(tmp_path: Path, suffix: str) -> None:
+    """sqlite3 raised a bare OperationalError for "/" on the first parked request."""
+    for value in ("/", str(tmp_path), f"{tmp_path}/"):
+        err = load_file(tmp_path, f"gw.{suffix}", gateway_file(suffix, "spool_path", value))
+        assert err.key == "gateway.spool_path", str(err)
+        assert "expected the path of a file" in err.problem, str(err)
+
+
+@pytest.mark.parametrize("suffix", ["toml", "yaml"])
+def test_a_spool_path_whose_directory_cannot_be_made_is_refused(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A file where a directory should be: mkdir raised a bare NotADirectoryError."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    spool = str(blocker / "deeper" / "spool.db")
+    err = load_file(tmp_path, f"gw.{suffix}", gateway_file(suffix, "spool_path", spool))
+    assert err.key == "gateway.spool_path", str(err)
+    assert f"{blocker} is not a directory" in err.problem, str(err)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any directory")
+def test_a_spool_path_in_a_directory_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    err = error({"gateway": {"spool_path": str(locked / "new" / "spool.db")}})
+    assert err.key == "gateway.spool_path"
+    assert f"{locked} is not writable" in err.problem
+
+
+def test_the_ledger_beside_the_spool_is_checked_too(tmp_path: Path) -> None:
+    (tmp_path / "spool-ledger.db").mkdir()
+    err = error({"gateway": {"spool_path": str(tmp_path / "spool.db")}})
+    assert err.key == "gateway.spool_path"
+    assert "spool-ledger.db exists and is not a file" in err.problem
+
+
+def test_a_spool_path_in_directories_yet_to_be_made_loads_and_makes_nothing(
+    tmp_path: Path,
+) -> None:
+    """The spool makes its directories when it opens; loading a config must not."""
+    spool = tmp_path / "a" / "b" / "spool.db"
+    assert load({"gateway": {"spool_path": str(spool)}}).spool_path == str(spool)
+    assert not (tmp_path / "a").exists()
+
+
+BILLION_LAUGHS = "".join(
+    [f"lol0: &lol0 [{', '.join(['lol'] * 9)}]\n"]
+    + [f"lol{n}: &lol{n} [{', '.join([f'*lol{n - 1}'] * 9)}]\n" for n in range(1, 10)]
+)  # 9**10 values from 10 lines: the loader walked them all, for minutes
+MERGE_LAUGHS = "".join(
+    ["m0: &m0 {" + ", ".join(f"k{n}: 1" for n in range(10)) + "}\n"]
+    + [f"m{n}: &m{n} {{<<: [{', '.join([f'*m{n - 1}'] * 10)}]}}\n" for n in range(1, 10)]
+)  # merges copy: PyYAML itself would build lists of 10**10 pairs
+
+
+@pytest.mark.parametrize(("text", "key"), [(BILLION_LAUGHS, "lol5"), (MERGE_LAUGHS, "m4.'<<'")])
+def test_yaml_aliases_that_expand_exponentially_are_refused_fast(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    err = load_file(tmp_path, "laughs.yaml", text)
+    assert err.key == key, str(err)
+    assert err.problem == "more than 100000 values once aliases expand"
+
+
+def test_a_yaml_alias_inside_what_it_names_is_refused(tmp_path: Path) -> None:
+    """A cycle PyYAML builds happily, and any walk of it recursed until RecursionError."""
+    err = load_file(tmp_path, "cycle.yaml", "gateway: &g {spool_path: [*g]}\n")
+    assert err.key == "gateway.spool_path[0]"
+    assert "refers to the list or table that contains it" in err.problem
+
+
+def test_yaml_aliases_within_the_bounds_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        "providers:\n"
+        "  p: {kind: http, retry: &retry {attempts: 2}}\n"
+        "  q: {kind: http, retry: {<<: *retry, budget: 0.1}}\n"
+    )
+    settings = load_settings(path, env={})
+    assert settings.providers["p"].retry.attempts == settings.providers["q"].retry.attempts == 2
+    assert settings.providers["q"].retry.budget_ratio == 0.1
+
+
+DEEP = 5000  # levels: PyYAML's composer and tomllib recurse, to RecursionError
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gateway:\n  spool_path: " + "[" * DEEP + "]" * DEEP + "\n",
+        "gateway:\n  spool_path: " + "{a: " * DEEP + "1" + "}" * DEEP + "\n",
+        "gateway:\n  spool_path:\n" + "".join(f"{'  ' * (n + 2)}a:\n" for n in range(DEEP)),
+    ],
+    ids=["flow-lists", "flow-tables", "block"],
+)
+def test_yaml_nested_thousands_deep_is_refused_fast(tmp_path: Path, text: str) -> None:
+    err = load_file(tmp_path, "deep.yaml", text)
+    assert err.key.startswith("gateway.spool_path"), str(err)
+    assert err.key.count("[0]") + err.key.count(".a") == 31, str(err)  # where 32 levels end
+    assert err.problem == "nested more than 32 levels deep"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[gateway]\nspool_path = " + "[" * DEEP + "]" * DEEP + "\n",
+        "[gateway]\nspool_path = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n",
+    ],
+    ids=["arrays", "inline-tables"],
+)
+def test_toml_nested_thousands_deep_is_refused_fast(tmp_path: Path, text: str) -> None:
+    """tomllib has no bound of its own: a parse error then, with the file but no key."""
+    err = load_file(tmp_path, "deep.toml", text)
+    assert err.problem == "invalid TOML: nested more than 32 levels deep", str(err)
+
+
+def test_toml_nested_past_the_bound_but_parsed_names_the_key(tmp_path: Path) -> None:
+    err = load_file(tmp_path, "deep.toml", "[gateway]\nspool_path = " + "[" * 40 + "]" * 40)
+    assert err.key == "gateway.spool_path" + "[0]" * 31
+    assert err.problem == "nested more than 32 levels deep"
+
+
+def test_a_mapping_that_contains_itself_or_shares_parts_exponentially_is_refused() -> None:
+    """settings_from_mapping takes Python objects, which may be cyclic or share parts."""
+    cyclic: dict[str, Any] = {}
+    cyclic["gateway"] = {"spool_path": cyclic}
+    err = error(cyclic)
+    assert err.key.startswith("gateway.spool_path.gateway.spool_path.")
+    assert err.problem == "nested more than 32 levels deep"
+
+    shared: list[Any] = ["x"] * 10
+    for _ in range(5):
+        shared = [shared] * 10  # 10**6 values in a few hundred list objects
+    started = time.monotonic()
+    err = error({"gateway": {"spool_path": shared}})
+    assert time.monotonic() - started < TOO_SLOW
+    assert err.key.startswith("gateway.spool_path[")
+    assert err.problem == "more than 100000 values in the whole config"
+
+
 # -- property: anything in, GatewaySettings or ConfigError out -----------------------------------
 
 JUNK_TOKEN = "tok-DO-NOT-PRINT-5678"
@@ -628,3 +829,20 @@ def test_any_config_gives_settings_or_a_config_error_naming_a_key(draw: st.DataO
         assert isinstance(result, GatewaySettings)
         assert SECRET not in repr(result)
         assert MAIL_PASSWORD not in repr(result)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("16MiB", 16 << 20), ("512KiB", 512 << 10), ("2MB", 2_000_000), (65536, 65536)],
+)
+def test_max_response_bytes_takes_a_size(value: object, expected: int) -> None:
+    settings = settings_from_mapping(
+        {"providers": {"p": {"kind": "http", "max_response_bytes": value}}}
+    )
+    assert settings.providers["p"].max_response_bytes == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "16 parsecs", 100, True])
+def test_max_response_bytes_refuses_what_is_no_size(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"providers\.p\.max_response_bytes"):
+        settings_from_mapping({"providers": {"p": {"kind": "http", "max_response_bytes": value}}})

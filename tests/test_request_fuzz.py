@@ -1,9 +1,10 @@
 """Request payloads fuzzed in both directions, through a gateway with every capability.
 
 Bad input (wrong types, oversized bodies, invalid addresses and numbers, control characters,
-NaN or negative amounts, bad currencies, malformed chats) raises InvalidRequest naming the
-field, before anything is sent or parked: every provider is down meanwhile, so a payload that
-slipped through would reach the simulator and, for deferring capabilities, park in the spool.
+lone surrogates, NaN or negative amounts, bad currencies, malformed chats) raises InvalidRequest
+naming the field, before anything is sent or parked: every provider is down meanwhile, so a
+payload that slipped through would reach the simulator and, for deferring capabilities, park in
+the spool.
 Valid non-ASCII input is accepted and arrives intact at the provider.
 """
 
@@ -24,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from providers import Charge, Email, Post, Sms
+from providers.llm.models import ChatRequest
 from providers.models import MAX_EMAIL_BYTES, MAX_POST_CHARS, MAX_SMS_CHARS, Attachment
 from queues.backend import EmbeddedBackend
 from resilient.config import settings_from_mapping
@@ -158,6 +160,10 @@ def assert_rejected(rig: Rig, capability: str, fields: dict[str, Any], mode: str
 # -- bad values, by kind -------------------------------------------------------------------
 
 CONTROL = st.sampled_from(["\x00", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x7f"])
+# A lone surrogate is a str that UTF-8 cannot encode: it used to pass validation and fail later
+# with UnicodeEncodeError, mid-send or mid-park. (st.text() never draws one unless asked.)
+SURROGATE = st.characters(categories=["Cs"])
+BAD_CHAR = st.one_of(CONTROL, SURROGATE)
 NOT_TEXT = st.one_of(
     st.none(),
     st.integers(),
@@ -168,9 +174,11 @@ NOT_TEXT = st.one_of(
 )
 
 
-def with_control(text: str = "hello") -> st.SearchStrategy[str]:
-    """`text` with a control character somewhere in it."""
-    return st.tuples(st.integers(0, len(text)), CONTROL).map(
+def with_bad_char(
+    text: str = "hello", chars: st.SearchStrategy[str] = BAD_CHAR
+) -> st.SearchStrategy[str]:
+    """`text` with a control character or a lone surrogate (or one of `chars`) somewhere in it."""
+    return st.tuples(st.integers(0, len(text)), chars).map(
         lambda pair: text[: pair[0]] + pair[1] + text[pair[0] :]
     )
 
@@ -194,7 +202,7 @@ BAD_ADDRESSES = st.one_of(
             "Ada <>",
         ]
     ),
-    with_control("ada@example.com"),
+    with_bad_char("ada@example.com"),
 )
 BAD_NUMBERS = st.one_of(
     NOT_TEXT,
@@ -214,7 +222,7 @@ BAD_NUMBERS = st.one_of(
             "tel:+15550100",
         ]
     ),
-    with_control("+15550100"),
+    with_bad_char("+15550100"),
 )
 BAD_AMOUNTS = st.one_of(
     st.integers(max_value=0),
@@ -231,6 +239,7 @@ BAD_CURRENCIES = st.one_of(
     st.text(max_size=2),
     st.text(min_size=4, max_size=6),
     st.sampled_from(["us1", "u$d", "üsd", "usd\n", " usd", "US D", "€€€"]),
+    with_bad_char("usd"),
 )
 
 EMAIL_BAD: dict[str, st.SearchStrategy[Any]] = {
@@ -246,22 +255,24 @@ EMAIL_BAD: dict[str, st.SearchStrategy[Any]] = {
     "reply_to": BAD_ADDRESSES.filter(lambda value: value is not None),
     "subject": st.one_of(
         NOT_TEXT,
-        with_control("Hello"),
+        with_bad_char("Hello"),
         st.sampled_from(["Hi\nBcc: eve@example.com", "Hi\r", "x" * 999]),
     ),
-    "text": st.one_of(NOT_TEXT.filter(lambda value: value is not None), with_control("body")),
-    "html": st.one_of(NOT_TEXT.filter(lambda value: value is not None), with_control("<p>hi</p>")),
+    "text": st.one_of(NOT_TEXT.filter(lambda value: value is not None), with_bad_char("body")),
+    "html": st.one_of(NOT_TEXT.filter(lambda value: value is not None), with_bad_char("<p>hi</p>")),
     "headers": st.one_of(
         NOT_TEXT.filter(lambda value: not isinstance(value, dict)),
         st.sampled_from([{"X Bad": "1"}, {"X-Ok": "a\r\nBcc: eve@example.com"}, {"": "1"}]),
-        st.dictionaries(st.just("X-Tag"), with_control("v"), min_size=1),
+        st.dictionaries(st.just("X-Tag"), with_bad_char("v"), min_size=1),
+        st.dictionaries(with_bad_char("X-Tag", SURROGATE), st.just("1"), min_size=1),
     ),
     "tags": st.one_of(
-        st.just("newsletter"), st.integers(), st.lists(with_control("t"), min_size=1)
+        st.just("newsletter"), st.integers(), st.lists(with_bad_char("t"), min_size=1)
     ),
     "metadata": st.one_of(
         NOT_TEXT.filter(lambda value: value is not None and not isinstance(value, dict)),
-        st.dictionaries(st.just("k"), with_control("v"), min_size=1),
+        st.dictionaries(st.just("k"), with_bad_char("v"), min_size=1),
+        st.dictionaries(with_bad_char("k"), st.just("v"), min_size=1),
         st.just({f"k{n}": "v" for n in range(51)}),
     ),
     "attachments": st.one_of(
@@ -270,38 +281,43 @@ EMAIL_BAD: dict[str, st.SearchStrategy[Any]] = {
         st.just([b"raw bytes"]),
         st.builds(lambda: [Attachment("big.bin", bytes(MAX_EMAIL_BYTES + 1))]),  # oversized
     ),
-    "idempotency_key": st.one_of(st.integers(), with_control("op-1"), st.just("k" * 256)),
+    "idempotency_key": st.one_of(st.integers(), with_bad_char("op-1"), st.just("k" * 256)),
 }
 SMS_BAD: dict[str, st.SearchStrategy[Any]] = {
     "to": BAD_NUMBERS,
     "body": st.one_of(
         NOT_TEXT,
         st.sampled_from(["", "   ", "\n\t", "x" * (MAX_SMS_CHARS + 1)]),
-        with_control("code 1234"),
+        with_bad_char("code 1234"),
     ),
     "sender": st.one_of(
-        NOT_TEXT.filter(lambda value: value is not None), with_control("Brand"), st.just("B" * 33)
+        NOT_TEXT.filter(lambda value: value is not None), with_bad_char("Brand"), st.just("B" * 33)
     ),
     "channel": st.one_of(st.sampled_from(["SMS", "mms", "", "whatsapp "]), st.integers()),
+    "idempotency_key": with_bad_char("op-1"),
 }
 CHARGE_BAD: dict[str, st.SearchStrategy[Any]] = {
     "amount": BAD_AMOUNTS,
     "currency": BAD_CURRENCIES,
-    "payment_method": st.one_of(NOT_TEXT, st.just(""), with_control("pm_card_visa")),
-    "customer": st.one_of(NOT_TEXT.filter(lambda value: value is not None), st.just("cus_1\n")),
-    "description": st.one_of(with_control("Order 42"), st.just("d" * 1001)),
+    "payment_method": st.one_of(NOT_TEXT, st.just(""), with_bad_char("pm_card_visa")),
+    "idempotency_key": with_bad_char("op-1"),
+    "customer": st.one_of(
+        NOT_TEXT.filter(lambda value: value is not None), st.just("cus_1\n"), with_bad_char("cus_1")
+    ),
+    "description": st.one_of(with_bad_char("Order 42"), st.just("d" * 1001)),
     "metadata": st.one_of(
         st.just([("order", "42")]),
-        st.dictionaries(st.just("order"), with_control("42"), min_size=1),
+        st.dictionaries(st.just("order"), with_bad_char("42"), min_size=1),
+        st.dictionaries(with_bad_char("order"), st.just("42"), min_size=1),
         st.dictionaries(st.just("order"), st.lists(st.integers(), max_size=1), min_size=1),
     ),
 }
 POST_BAD: dict[str, st.SearchStrategy[Any]] = {
-    "account": st.one_of(NOT_TEXT, with_control("brand-mastodon"), st.just("a" * 101)),
+    "account": st.one_of(NOT_TEXT, with_bad_char("brand-mastodon"), st.just("a" * 101)),
     "text": st.one_of(
         NOT_TEXT,
         st.sampled_from(["", "  \n ", "x" * (MAX_POST_CHARS + 1)]),
-        with_control("We're back"),
+        with_bad_char("We're back"),
     ),
     "link": st.one_of(
         NOT_TEXT.filter(lambda value: value is not None),
@@ -315,7 +331,9 @@ POST_BAD: dict[str, st.SearchStrategy[Any]] = {
                 "https://example.com\n",
             ]
         ),
+        with_bad_char("https://example.com/news"),
     ),
+    "idempotency_key": with_bad_char("op-1"),
 }
 CHAT_BAD: dict[str, st.SearchStrategy[Any]] = {
     "messages": st.one_of(
@@ -328,8 +346,15 @@ CHAT_BAD: dict[str, st.SearchStrategy[Any]] = {
         st.just([{"role": "tool", "content": "42"}]),  # answers no tool call
         st.just([{"role": "user", "content": "hi", "tool_calls": []}]),
         st.just([{"role": "assistant", "tool_calls": [{"name": "lookup"}]}]),  # no id
+        with_bad_char("hi").map(lambda text: [{"role": "user", "content": text}]),
+        with_bad_char("call_1", SURROGATE).map(
+            lambda text: [{"role": "tool", "tool_call_id": text, "content": "42"}]
+        ),
+        with_bad_char("lookup", SURROGATE).map(
+            lambda text: [{"role": "assistant", "tool_calls": [{"id": "c1", "name": text}]}]
+        ),
     ),
-    "model": st.just(""),
+    "model": st.one_of(st.just(""), with_bad_char("fast", SURROGATE)),
     "temperature": st.one_of(
         st.floats(max_value=-0.001),
         st.floats(min_value=2.001),
@@ -341,6 +366,10 @@ CHAT_BAD: dict[str, st.SearchStrategy[Any]] = {
         st.just([{"description": "no name"}]),
         st.just([{"name": "lookup", "parameters": "not a schema"}]),
         st.just(["lookup"]),
+        with_bad_char("lookup", SURROGATE).map(lambda name: [{"name": name}]),
+        with_bad_char("Looks it up", SURROGATE).map(
+            lambda text: [{"name": "lookup", "description": text}]
+        ),
     ),
 }
 BAD: dict[str, dict[str, st.SearchStrategy[Any]]] = {
@@ -469,6 +498,136 @@ def test_non_ascii_text_survives_every_model_unchanged(text: str) -> None:
     assert Post(account="brand", text=text).text == text
     charge = Charge(1999, "usd", "pm_card_visa", description=text, metadata={text[:200]: text})
     assert charge.metadata == {text[:200]: text}
+
+
+# -- lone surrogates, field by field -------------------------------------------------------
+
+LONE = "\ud800"
+ONE_TEXT_FIELD: list[Any] = [
+    pytest.param(Email, "email", "sender", f"Ad{LONE}a <ada@example.com>", id="Email.sender"),
+    pytest.param(Email, "email", "to", [f"ad{LONE}a@example.com"], id="Email.to"),
+    pytest.param(Email, "email", "cc", [f"ad{LONE}a@example.com"], id="Email.cc"),
+    pytest.param(Email, "email", "bcc", [f"ad{LONE}a@example.com"], id="Email.bcc"),
+    pytest.param(Email, "email", "reply_to", f"ad{LONE}a@example.com", id="Email.reply_to"),
+    pytest.param(Email, "email", "subject", f"Hi {LONE}", id="Email.subject"),
+    pytest.param(Email, "email", "text", f"hi {LONE}", id="Email.text"),
+    pytest.param(Email, "email", "html", f"<p>{LONE}</p>", id="Email.html"),
+    pytest.param(Email, "email", "headers", {f"X-{LONE}": "1"}, id="Email.headers-name"),
+    pytest.param(Email, "email", "headers", {"X-Tag": f"v{LONE}"}, id="Email.headers-value"),
+    pytest.param(Email, "email", "tags", [f"news{LONE}"], id="Email.tags"),
+    pytest.param(Email, "email", "metadata", {f"k{LONE}": "v"}, id="Email.metadata-key"),
+    pytest.param(Email, "email", "metadata", {"k": f"v{LONE}"}, id="Email.metadata-value"),
+    pytest.param(Email, "email", "idempotency_key", f"op-{LONE}", id="Email.idempotency_key"),
+    pytest.param(Sms, "sms", "body", f"code {LONE}", id="Sms.body"),
+    pytest.param(Sms, "sms", "sender", f"Brand{LONE}", id="Sms.sender"),
+    pytest.param(Sms, "sms", "idempotency_key", f"op-{LONE}", id="Sms.idempotency_key"),
+    pytest.param(Charge, "payments", "payment_method", f"pm_{LONE}", id="Charge.payment_method"),
+    pytest.param(Charge, "payments", "customer", f"cus_{LONE}", id="Charge.customer"),
+    pytest.param(Charge, "payments", "description", f"Order {LONE}", id="Charge.description"),
+    pytest.param(Charge, "payments", "metadata", {f"k{LONE}": "v"}, id="Charge.metadata-key"),
+    pytest.param(Charge, "payments", "metadata", {"k": f"v{LONE}"}, id="Charge.metadata-value"),
+    pytest.param(Charge, "payments", "idempotency_key", f"op{LONE}", id="Charge.idempotency_key"),
+    pytest.param(Post, "social", "account", f"brand{LONE}", id="Post.account"),
+    pytest.param(Post, "social", "text", f"back {LONE}", id="Post.text"),
+    pytest.param(Post, "social", "link", f"https://example.com/{LONE}", id="Post.link"),
+    pytest.param(Post, "social", "idempotency_key", f"op-{LONE}", id="Post.idempotency_key"),
+]
+
+
+@pytest.mark.parametrize(("model", "capability", "field_name", "value"), ONE_TEXT_FIELD)
+def test_a_lone_surrogate_in_any_text_field_is_rejected_by_name(
+    model: Any, capability: str, field_name: str, value: Any
+) -> None:
+    """Built before, the request failed later with UnicodeEncodeError: when sent, or parked."""
+    with pytest.raises(InvalidRequest) as raised:
+        model(**{**VALID[capability], field_name: value})
+    assert str(raised.value) == (
+        f"{model.__name__}.{field_name}: contains a lone surrogate, which UTF-8 cannot encode"
+    )
+
+
+@pytest.mark.parametrize("field_name", ["filename", "content_type"])
+def test_a_lone_surrogate_in_an_attachment_is_rejected_by_name(field_name: str) -> None:
+    fields: dict[str, Any] = {"filename": "a.txt", "content": b"x", "content_type": "text/plain"}
+    with pytest.raises(InvalidRequest, match=f"^Attachment.{field_name}: contains a lone"):
+        Attachment(**{**fields, field_name: f"a{LONE}"})
+
+
+@pytest.mark.parametrize(
+    ("fields", "what"),
+    [
+        ({"model": f"fast{LONE}"}, "the model name"),
+        ({"messages": [{"role": "user", "content": f"hi{LONE}"}]}, "content"),
+        (
+            {"messages": [{"role": "tool", "tool_call_id": f"c{LONE}", "content": "42"}]},
+            "tool_call_id",
+        ),
+        (
+            {"messages": [{"role": "assistant", "tool_calls": [{"id": f"c{LONE}", "name": "f"}]}]},
+            "a tool call's id",
+        ),
+        (
+            {"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "name": f"f{LONE}"}]}]},
+            "a tool call's name",
+        ),
+        ({"tools": [{"name": f"lookup{LONE}"}]}, "a tool's name"),
+        ({"tools": [{"name": "lookup", "description": f"Looks{LONE}"}]}, "a tool's description"),
+    ],
+    ids=[
+        "model",
+        "content",
+        "tool_call_id",
+        "call-id",
+        "call-name",
+        "tool-name",
+        "tool-description",
+    ],
+)
+def test_a_lone_surrogate_in_a_chat_is_rejected_by_name(fields: dict[str, Any], what: str) -> None:
+    chat = {**VALID["llm"], "temperature": None, "max_tokens": None, "tools": None, **fields}
+    with pytest.raises(InvalidRequest) as raised:
+        ChatRequest.of(**chat)
+    assert str(raised.value) == f"chat: {what} contains a lone surrogate, which UTF-8 cannot encode"
+
+
+ANY_TEXT = st.text(st.one_of(st.characters(), SURROGATE), max_size=12)
+TEXT_FIELDS: dict[str, list[tuple[str, Callable[[str], Any]]]] = {
+    "email": [
+        ("sender", lambda text: f"{text} <ada@example.com>"),
+        ("to", lambda text: [f"{text}@example.com"]),
+        *[(name, lambda text: text) for name in ("subject", "text", "html", "idempotency_key")],
+        ("headers", lambda text: {"X-Tag": text}),
+        ("headers", lambda text: {text: "1"}),
+        ("tags", lambda text: [text]),
+        ("metadata", lambda text: {text: text}),
+    ],
+    "sms": [(name, lambda text: text) for name in ("body", "sender", "to", "idempotency_key")],
+    "payments": [
+        *[
+            (name, lambda text: text)
+            for name in ("payment_method", "customer", "description", "currency")
+        ],
+        ("metadata", lambda text: {"k": text}),
+    ],
+    "social": [(name, lambda text: text) for name in ("account", "text", "link")],
+}
+
+
+@settings(max_examples=300)
+@given(data=st.data(), text=ANY_TEXT)
+def test_any_text_in_any_field_builds_an_encodable_request_or_is_rejected_by_name(
+    data: st.DataObject, text: str
+) -> None:
+    """No other outcome: a request that is built can be sent and parked (JSON, UTF-8)."""
+    capability = data.draw(st.sampled_from(sorted(TEXT_FIELDS)))
+    field_name, place = data.draw(st.sampled_from(TEXT_FIELDS[capability]))
+    model = MODELS[capability]
+    try:
+        request = model(**{**VALID[capability], field_name: place(text)})
+    except InvalidRequest as err:
+        assert str(err).startswith(f"{model.__name__}.{field_name}: "), str(err)
+    else:
+        json.dumps(request.to_payload(), ensure_ascii=False).encode()  # raises if unencodable
 
 
 # -- known gaps (strict: each flips to a failure once fixed, so its marker goes) -------------

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from providers.models import _CONTROL
+from providers.models import _CONTROL, _SURROGATE
 from resilient.errors import FatalError, InvalidRequest, ResilientError
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class ChatRequest:
     ) -> ChatRequest:
         if not isinstance(model, str) or not model:
             raise InvalidRequest(f"chat: a model name is required, got {model!r}")
+        _encodable("the model name", model)
         if not _is_list(messages) or not messages:
             raise InvalidRequest("chat: messages must be a non-empty list")
         checked = tuple(_message(m) for m in messages)
@@ -110,6 +111,13 @@ class ChatRequest:
         return cls(checked, model, temperature, max_tokens, tuple(_tool(t) for t in tools or ()))
 
 
+def _encodable(what: str, value: object) -> None:
+    """Text that UTF-8 can encode, as the JSON sent needs: a lone surrogate is refused here, not
+    met as UnicodeEncodeError mid-send."""
+    if isinstance(value, str) and _SURROGATE.search(value):
+        raise InvalidRequest(f"chat: {what} contains a lone surrogate, which UTF-8 cannot encode")
+
+
 def _is_list(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
@@ -128,14 +136,20 @@ def _message(message: Mapping[str, Any]) -> Mapping[str, Any]:
         raise InvalidRequest(f"chat: a {role} message needs its content")
     if content is not None and not isinstance(content, str):
         raise InvalidRequest(f"chat: content must be text, got {type(content).__name__}")
+    _encodable("content", content)
     if content and _CONTROL.search(content):
         raise InvalidRequest("chat: content contains control characters")
+    _encodable("tool_call_id", message.get("tool_call_id"))
     if calls is not None:
         if role != "assistant":
             raise InvalidRequest("chat: only an assistant message carries tool_calls")
         if not _is_list(calls):
             raise InvalidRequest(f"chat: tool_calls must be a list, got {type(calls).__name__}")
-        return {**message, "tool_calls": [tool_call(c) for c in calls]}
+        checked = [tool_call(c) for c in calls]
+        for call in checked:
+            _encodable("a tool call's id", call.id)
+            _encodable("a tool call's name", call.name)
+        return {**message, "tool_calls": checked}
     return dict(message)
 
 
@@ -174,6 +188,8 @@ def _tool(tool: Mapping[str, Any]) -> Tool:
     name = fields.get("name")
     if not name or not isinstance(name, str):
         raise InvalidRequest(f"chat: a tool needs a name: {dict(tool)!r}")
+    _encodable("a tool's name", name)
+    _encodable("a tool's description", fields.get("description"))
     parameters = fields.get("parameters") or {"type": "object", "properties": {}}
     if not isinstance(parameters, Mapping):
         raise InvalidRequest(f"chat: tool {name!r}: parameters must be a JSON schema object")
