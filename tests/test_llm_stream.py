@@ -582,3 +582,29 @@ async def test_refusals_before_the_first_chunk_read_as_a_chat_s(
     assert raised.value.reason == "flagged by policy"
     assert len(simulator.requests(prefix="/openai")) == 2
     assert simulator.requests(prefix="/anthropic") == []
+
+
+def test_an_event_past_its_bound_breaks_the_stream_like_a_cut() -> None:
+    from providers.llm.sse import EventTooLarge, SseParser
+
+    parser = SseParser(max_event=100)
+    assert [e.data for e in parser.feed(b"data: " + b"x" * 90 + b"\n\n")] == ["x" * 90]
+    with pytest.raises(EventTooLarge):
+        for _ in range(10):  # one line that never ends, as a hostile server sends it
+            parser.feed(b"data: " + b"x" * 30)
+
+
+async def test_an_endless_event_fails_the_stream_over_within_the_size_cap(
+    simulator: Simulator, llms: tuple[OpenAIState, AnthropicState], mode: str
+) -> None:
+    """OpenAI starts an event and never ends it: past its max_response_bytes the stream is cut
+    there (memory stays bounded) and the answer comes from Anthropic."""
+    endless = SimResponse.stream([b"data: {" + b"x" * 4096] * 64, delay=0.0)
+    simulator.route("POST", "/openai/v1/chat/completions", lambda r: endless)
+    gw = gateway(simulator, openai={"max_response_bytes": 16384})
+    try:
+        chunks, _ = await collect(gw, mode)
+    finally:
+        await gw.aclose()
+    assert {c.provider for c in chunks} == {"anthropic"}
+    assert answer(chunks) == "echo: Say hello"

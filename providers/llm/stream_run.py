@@ -53,9 +53,9 @@ logger = logging.getLogger("resilient")
 class _Events:
     """A response body's events, parsed as its bytes arrive (sync or async, not both)."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, max_event: int) -> None:
         self._response = response
-        self._parser = SseParser()
+        self._parser = SseParser(max_event)
         self._ready: deque[SseEvent] = deque()
         self._bytes: Any = None
 
@@ -85,13 +85,18 @@ class OpenStream:
     """One provider's stream: its response, its decoder, and the chunks not yet given out."""
 
     def __init__(
-        self, provider: str, response: httpx.Response, decoder: StreamDecoder, idle: float
+        self,
+        provider: str,
+        response: httpx.Response,
+        decoder: StreamDecoder,
+        idle: float,
+        max_event: int,
     ) -> None:
         self.provider = provider
         self.response = response
         self.decoder = decoder
         self.idle = idle
-        self.events = _Events(response)
+        self.events = _Events(response, max_event)
         self.pending: deque[ChatChunk] = deque()
         self.malformed = 0
         self.counted = 0  # of `malformed`, those the run has counted
@@ -155,7 +160,11 @@ class StreamOperation(ChatCall):
         response.request.extensions["timeout"]["read"] = limits.idle
         model = mapped_model(provider.settings.options, self.chat.model)
         return OpenStream(
-            provider.name, response, adapter.decoder(provider.name, model), limits.idle
+            provider.name,
+            response,
+            adapter.decoder(provider.name, model),
+            limits.idle,
+            provider.settings.max_response_bytes,  # one event may hold what a whole answer may
         )
 
     def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
