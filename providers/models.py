@@ -292,6 +292,7 @@ class Post(_Model):
         if self.link is not None and (
             not isinstance(self.link, str)
             or not re.match(r"^https?://\S+\Z", _encodable("Post", "link", self.link))
+            or _CONTROL.search(self.link)
         ):
             raise _fail("Post", "link", f"expected an http(s) URL, got {self.link!r}")
         object.__setattr__(self, "idempotency_key", _key("Post", self.idempotency_key))

@@ -150,3 +150,13 @@ async def test_a_delivered_post_is_not_posted_again(
     assert again.value.deduplicated
     assert again.value.message_id == first.value.message_id
     assert len(simulator.requests(prefix="/x")) == 1
+
+
+@pytest.mark.parametrize("link", ["https://\x00example.com/news", "https://exa\x7fmple.com"])
+def test_a_link_with_control_characters_is_refused(link: str) -> None:
+    """Found by the request fuzz: a NUL is no whitespace, so the URL pattern let it through."""
+    from providers import Post
+    from resilient.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="Post.link"):
+        Post(account="brand", text="We're back", link=link)
