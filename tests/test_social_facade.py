@@ -158,5 +158,5 @@ def test_a_link_with_control_characters_is_refused(link: str) -> None:
     from providers import Post
     from resilient.errors import InvalidRequest
 
-    with pytest.raises(InvalidRequest, match="Post.link"):
+    with pytest.raises(InvalidRequest, match=r"Post\.link"):
         Post(account="brand", text="We're back", link=link)
