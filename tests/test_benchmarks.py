@@ -14,12 +14,13 @@ import importlib.util
 import json
 import math
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import EarlyRun
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,25 +76,27 @@ NEEDS_EXTRAS = {row for row in EXPECTED if row.startswith(("3.", "6."))}  # SDKs
 ALWAYS_MEASURED = set(EXPECTED) - NOT_YET - BENCH_ONLY - NEEDS_EXTRAS
 
 
+def quick_argv(scratch: Path) -> list[str]:
+    return [sys.executable, "-m", "benchmarks", "--quick", "--json", str(scratch / "results.json")]
+
+
+QUICK_RUN = EarlyRun(quick_argv, cwd=ROOT, timeout=300)
+
+
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("bench") / "results.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def quick_run() -> tuple[str, dict[str, Any]]:
+    """`python -m benchmarks --quick --json PATH`, started as the session began (EarlyRun)."""
+    run = QUICK_RUN.run()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return run.stdout, json.loads(out.read_text())
+    assert QUICK_RUN.directory is not None
+    return run.stdout, json.loads((QUICK_RUN.directory / "results.json").read_text())
 
 
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+@pytest.mark.early(QUICK_RUN)
 def test_every_row_is_printed_and_written(quick_run: tuple[str, dict[str, Any]]) -> None:
     stdout, document = quick_run
     rows = {row["id"]: row for row in document["rows"]}
@@ -104,6 +107,7 @@ def test_every_row_is_printed_and_written(quick_run: tuple[str, dict[str, Any]])
     assert document["machine"]["python"]
 
 
+@pytest.mark.early(QUICK_RUN)
 def test_measured_rows_have_numbers_and_same_run_ratios(
     quick_run: tuple[str, dict[str, Any]],
 ) -> None:
@@ -127,6 +131,7 @@ def test_measured_rows_have_numbers_and_same_run_ratios(
             assert isinstance(row["met"], bool), row
 
 
+@pytest.mark.early(QUICK_RUN)
 def test_overhead_rows_derive_from_the_rows_above(quick_run: tuple[str, dict[str, Any]]) -> None:
     rows = {row["id"]: row for row in quick_run[1]["rows"]}
     for mode in ("sync", "async"):
@@ -137,6 +142,7 @@ def test_overhead_rows_derive_from_the_rows_above(quick_run: tuple[str, dict[str
         assert vs["baseline_median"] == pytest.approx(rows[f"1.tenacity.{mode}"]["delta"], rel=1e-9)
 
 
+@pytest.mark.early(QUICK_RUN)
 def test_skips_only_for_missing_bench_packages(quick_run: tuple[str, dict[str, Any]]) -> None:
     for row in quick_run[1]["rows"]:
         if row["id"] in NOT_YET:
@@ -157,6 +163,7 @@ def importable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT))
 
 
+@pytest.mark.early(QUICK_RUN)
 @pytest.mark.usefixtures("importable")
 def test_sdk_rows_compare_each_drop_in_with_its_official_client_in_the_same_rounds(
     quick_run: tuple[str, dict[str, Any]],
@@ -181,6 +188,7 @@ def test_sdk_rows_compare_each_drop_in_with_its_official_client_in_the_same_roun
             assert all(_number(v) and v > 0 for v in row["extra"]["library_us"].values()), row
 
 
+@pytest.mark.early(QUICK_RUN)
 def test_shared_state_rows_measure_redis_against_memory_and_count_round_trips(
     quick_run: tuple[str, dict[str, Any]],
 ) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,13 +18,45 @@ from chaos.scenarios import (
     CallRecord,
     ScenarioResult,
     max_per_second,
-    run,
     same_key_schedule,
     table,
 )
 from resilient.testing import RedisServer
+from tests.conftest import EarlyRun
 
 ROOT = Path(__file__).resolve().parent.parent
+CHAOS_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def scenario_argv(name: str) -> Callable[[Path], list[str]]:
+    return lambda scratch: [
+        *(sys.executable, "-m", "chaos", "--profile", "short"),
+        *("--only", name, "--json", str(scratch / "result.json")),
+    ]
+
+
+# Each scenario runs as `python -m chaos --only NAME` does: on its own simulator, Redis and
+# processes, from the start of the session (EarlyRun), its tens of seconds beside the rest of
+# the suite; the tests below check what it reported.
+SCENARIO_RUNS = {
+    name: EarlyRun(scenario_argv(name), env=CHAOS_ENV, timeout=600) for name in SCENARIOS
+}
+
+
+def run(name: str) -> ScenarioResult:
+    """The short profile's result of scenario `name` (waiting for its run to end)."""
+    early = SCENARIO_RUNS[name]
+    proc = early.run()
+    assert early.directory is not None
+    written = early.directory / "result.json"
+    assert written.exists(), proc.stdout + proc.stderr  # it ran to the end
+    [data] = json.loads(written.read_text())["scenarios"]
+    del data["ok"]
+    return ScenarioResult(**data)
+
+
+def early(name: str) -> pytest.MarkDecorator:
+    return pytest.mark.early(SCENARIO_RUNS[name])
 
 
 def common(result: ScenarioResult) -> None:
@@ -35,6 +67,7 @@ def common(result: ScenarioResult) -> None:
     assert result.violations == []
 
 
+@early("primary-down")
 def test_primary_down_serves_or_defers_then_replays_every_call() -> None:
     result = run("primary-down")
     common(result)
@@ -47,7 +80,9 @@ def test_primary_down_serves_or_defers_then_replays_every_call() -> None:
     assert back_after is not None and back_after <= 5.0
 
 
-@pytest.mark.parametrize("name", ["429-retry-after", "429-no-hint"])
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=early(name)) for name in ("429-retry-after", "429-no-hint")]
+)
 def test_rate_limit_storm_never_hammers_the_provider(name: str) -> None:
     result = run(name)
     common(result)
@@ -60,6 +95,7 @@ def test_rate_limit_storm_never_hammers_the_provider(name: str) -> None:
     assert details["served_by_fallback_during_storm"] > 0
 
 
+@early("silent-provider")
 def test_silent_provider_every_call_ends_within_its_deadline() -> None:
     result = run("silent-provider")
     common(result)
@@ -68,6 +104,7 @@ def test_silent_provider_every_call_ends_within_its_deadline() -> None:
     assert set(result.details["errors"]) <= {"AmbiguousOutcome", "DeadlineExceeded"}
 
 
+@early("connection-reset")
 def test_connection_resets_are_retried_or_failed_over_and_no_payment_goes_twice() -> None:
     result = run("connection-reset")
     common(result)
@@ -83,6 +120,7 @@ def test_connection_resets_are_retried_or_failed_over_and_no_payment_goes_twice(
     assert set(details["errors"]) <= {"AmbiguousOutcome"}
 
 
+@early("redis-outage")
 def test_redis_outage_spills_to_the_spool_then_replays_everything() -> None:
     result = run("redis-outage")
     common(result)
@@ -95,6 +133,7 @@ def test_redis_outage_spills_to_the_spool_then_replays_everything() -> None:
     assert details["dead_lettered"] == {}
 
 
+@early("worker-kill")
 def test_worker_killed_mid_drain_another_finishes_nothing_lost_or_done_twice() -> None:
     result = run("worker-kill")
     common(result)
@@ -107,6 +146,7 @@ def test_worker_killed_mid_drain_another_finishes_nothing_lost_or_done_twice() -
     assert details["dead_lettered"] == 0
 
 
+@early("app-kill")
 def test_app_killed_after_deferred_the_request_is_still_there_and_delivered() -> None:
     result = run("app-kill")
     common(result)
@@ -119,6 +159,7 @@ def test_app_killed_after_deferred_the_request_is_still_there_and_delivered() ->
     assert result.deferred > 0 and result.replayed == result.deferred
 
 
+@early("same-key")
 def test_same_key_from_two_processes_is_charged_once_and_both_get_that_charge() -> None:
     result = run("same-key")
     common(result)
@@ -137,6 +178,7 @@ def test_same_key_from_two_processes_is_charged_once_and_both_get_that_charge() 
         assert details[variant]["stripe_429s"] > 0
 
 
+@early("worker-kill-paced")
 def test_worker_killed_while_a_paced_batch_drains_sends_every_sms_once() -> None:
     result = run("worker-kill-paced")
     assert result.violations == []
@@ -177,6 +219,7 @@ def test_append_only_redis_keeps_its_data_across_a_restart() -> None:
     assert data is not None and not data.exists()  # leaving the block removes its files
 
 
+@early("flapping")
 def test_flapping_provider_does_not_thrash_the_breaker_or_storm_retries() -> None:
     result = run("flapping")
     common(result)
@@ -187,6 +230,7 @@ def test_flapping_provider_does_not_thrash_the_breaker_or_storm_retries() -> Non
     assert details["attempts_at_p"] <= details["attempt_bound"]
 
 
+@early("slow-provider")
 def test_slow_provider_is_counted_unhealthy_and_failed_over() -> None:
     result = run("slow-provider")
     common(result)
@@ -229,20 +273,25 @@ def test_table_flags_a_broken_invariant() -> None:
     assert lines[3].split()[0] == "bad" and lines[3].split()[-1] == "FAIL"
 
 
-def test_cli_prints_the_table_writes_json_and_exits_zero(tmp_path: Path) -> None:
+CLI_ONLY = ["silent-provider", "slow-provider"]
+CLI = EarlyRun(
+    lambda scratch: [
+        *(sys.executable, "-m", "chaos", "--profile", "short"),
+        *("--json", str(scratch / "chaos.json"), "--only", *CLI_ONLY),
+    ],
+    cwd=ROOT,
+    env=CHAOS_ENV,
+    timeout=300,
+)
+
+
+@pytest.mark.early(CLI)
+def test_cli_prints_the_table_writes_json_and_exits_zero() -> None:
     """Two quick scenarios (every one runs above): the command's table and JSON agree."""
-    out = tmp_path / "chaos.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    only = ["silent-provider", "slow-provider"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "chaos", "--profile", "short", "--json", str(out), "--only", *only],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    only = CLI_ONLY
+    proc = CLI.run()
+    assert CLI.directory is not None
+    out = CLI.directory / "chaos.json"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     header = lines[0].split()

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
+import pytest
 
+from tests.conftest import EarlyRun
+
+DEMO = EarlyRun(lambda _: [sys.executable, "-m", "resilient.cli", "demo", "--quick"], timeout=180)
+
+
+@pytest.mark.early(DEMO)
 def test_demo_tells_the_outage_story() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "resilient.cli", "demo", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = DEMO.run()
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
     assert "breaker OPEN" in out and "breaker half-open" in out and "breaker closed" in out

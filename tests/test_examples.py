@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import EarlyRun
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+CAPABILITIES = EarlyRun(lambda _: [sys.executable, str(EXAMPLES / "capabilities.py")], timeout=180)
+LLM = EarlyRun(lambda _: [sys.executable, str(EXAMPLES / "llm.py")], timeout=180)
 
 
+@pytest.mark.early(CAPABILITIES)
 def test_capabilities_example_fails_over_dedupes_and_replays() -> None:
-    run = subprocess.run(
-        [sys.executable, str(EXAMPLES / "capabilities.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = CAPABILITIES.run()
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert "email   delivered by mailgun" in out  # sendgrid was down
@@ -26,14 +26,9 @@ def test_capabilities_example_fails_over_dedupes_and_replays() -> None:
     assert "post    deferred" in out and "replayed after recovery: 1 status created" in out
 
 
+@pytest.mark.early(LLM)
 def test_llm_example_fails_over_serves_stale_and_restarts_a_cut_stream() -> None:
-    run = subprocess.run(
-        [sys.executable, str(EXAMPLES / "llm.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = LLM.run()
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert "answered by openai (gpt-4o-mini)" in out

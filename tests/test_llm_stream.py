@@ -33,12 +33,14 @@ from tests.conftest import provider_table
 
 ASK = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
 WEATHER = {"name": "get_weather", "parameters": {"type": "object"}}
-# short limits, with room to spare on a loaded machine: the simulator sends without pauses
+# limits a busy machine's streams always meet (the simulator sends without pauses) ...
 LIMITS = {
     "timeout": {"connect": "1s", "attempt": "3s"},
-    "first_token_timeout": "500ms",
-    "idle_timeout": "500ms",
+    "first_token_timeout": "5s",
+    "idle_timeout": "5s",
 }
+# ... and short ones for a provider made slow or silent, where the limit is under test
+SHORT = {"first_token_timeout": "500ms", "idle_timeout": "500ms"}
 Stream = ChatStream | SyncChatStream
 
 
@@ -175,7 +177,7 @@ async def test_a_slow_first_chunk_fails_over(
     """The head comes at once, the first chunk 2 s later: past the 500 ms time-to-first-token
     limit, though within the 3 s attempt timeout. The attempt fails over at once, unretried."""
     slow = simulator.inject(Fault.slow_first_token(2.0), prefix="/openai")
-    gw = gateway(simulator)
+    gw = gateway(simulator, openai=SHORT)
     try:
         chunks, stream = await collect(gw, mode)
     finally:
@@ -198,7 +200,7 @@ async def test_a_stall_restarts_on_the_next_provider_without_prefill(
     openai, _ = llms
     openai.reply = lambda messages: "one two three four five"
     simulator.inject(Fault.stall_stream(after=3), prefix="/openai")
-    gw = gateway(simulator)
+    gw = gateway(simulator, openai=SHORT)
     events: list[Event] = []
     gw.events.subscribe(events.append)
     try:
@@ -291,7 +293,7 @@ async def test_restart_off_in_config(
     simulator: Simulator, llms: tuple[OpenAIState, AnthropicState], mode: str
 ) -> None:
     simulator.inject(Fault.stall_stream(after=3), prefix="/openai")
-    gw = gateway(simulator, openai={"restart": False})
+    gw = gateway(simulator, openai={**SHORT, "restart": False})
     try:
         with pytest.raises(StreamInterrupted, match="stalled"):
             await collect(gw, mode)
@@ -483,7 +485,7 @@ async def test_the_idle_limit_applies_after_the_first_chunk_only(
     simulator: Simulator, mode: str
 ) -> None:
     """A first-chunk limit shorter than the pauses between chunks does not cut the stream: from
-    the first chunk on, only the idle limit (here 2 s) bounds a silence."""
+    the first chunk on, only the idle limit (here 3 s) bounds a silence."""
     chunks = [
         {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
         for word in ("slow", " but", " steady")
@@ -493,9 +495,9 @@ async def test_the_idle_limit_applies_after_the_first_chunk_only(
     simulator.route(
         "POST",
         "/openai/v1/chat/completions",
-        lambda request: SimResponse.stream(events, delay=[0.0, 0.8, 0.8, 0.0, 0.0]),
+        lambda request: SimResponse.stream(events, delay=[0.0, 1.2, 1.2, 0.0, 0.0]),
     )
-    gw = gateway(simulator, openai={"first_token_timeout": "500ms", "idle_timeout": "2s"})
+    gw = gateway(simulator, openai={"first_token_timeout": "1s", "idle_timeout": "3s"})
     try:
         got, stream = await collect(gw, mode)
     finally:
