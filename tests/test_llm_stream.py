@@ -610,3 +610,50 @@ async def test_an_endless_event_fails_the_stream_over_within_the_size_cap(
         await gw.aclose()
     assert {c.provider for c in chunks} == {"anthropic"}
     assert answer(chunks) == "echo: Say hello"
+
+
+def endless_openai_stream(sim: Simulator) -> None:
+    """OpenAI answers a word every 100 ms for 30 s: never silent long enough to stall."""
+    word = {"choices": [{"index": 0, "delta": {"content": " word"}, "finish_reason": None}]}
+    events = [f"data: {json.dumps(word)}\n\n"] * 300
+    sim.route(
+        "POST",
+        "/openai/v1/chat/completions",
+        lambda request: SimResponse.stream(events, delay=0.1),
+    )
+
+
+async def test_a_stream_that_never_ends_is_cut_at_its_stream_timeout(
+    simulator: Simulator, llms: tuple[OpenAIState, AnthropicState], mode: str
+) -> None:
+    """Each word well within the idle limit, the whole past `stream_timeout`: the stream is cut
+    there (as a stall is) and the answer starts over on the next provider."""
+    endless_openai_stream(simulator)
+    gw = gateway(simulator, openai={"stream_timeout": "1s"})
+    started = asyncio.get_running_loop().time()
+    try:
+        got, stream = await collect(gw, mode)
+    finally:
+        await gw.aclose()
+    elapsed = asyncio.get_running_loop().time() - started
+    assert answer(got) == "echo: Say hello"  # anthropic's, from the start
+    assert stream.restarts == 1
+    cut = stream.attempts[1]
+    assert cut.provider == "openai" and "stream_timeout (1s)" in cut.reason
+    assert elapsed < 10  # cut near 1 s, not after the 30 s the provider would go on for
+
+
+async def test_the_callers_deadline_bounds_the_whole_stream(
+    simulator: Simulator, llms: tuple[OpenAIState, AnthropicState], mode: str
+) -> None:
+    """`deadline=` bounds the stream, not only its start: past it the stream ends in
+    StreamInterrupted (no time is left to start over elsewhere)."""
+    endless_openai_stream(simulator)
+    gw = gateway(simulator)
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(StreamInterrupted, match="call's deadline.*no time left"):
+            await collect(gw, mode, deadline=1.0)
+    finally:
+        await gw.aclose()
+    assert asyncio.get_running_loop().time() - started < 10  # about 1 s, not 30

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import socket
 import threading
 import time
@@ -40,6 +41,7 @@ from resilient.policy.classify import Verdict
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Attempt
 from resilient.telemetry import FailedOver
+from resilient.transport_deadline import attempt_deadline
 
 if TYPE_CHECKING:
     from resilient.gateway import Gateway
@@ -89,20 +91,23 @@ class OpenStream:
         provider: str,
         response: httpx.Response,
         decoder: StreamDecoder,
-        idle: float,
+        limits: StreamLimits,
         max_event: int,
+        opened_at: float,
     ) -> None:
         self.provider = provider
         self.response = response
         self.decoder = decoder
-        self.idle = idle
+        self.idle = limits.idle
+        self.total = limits.total
+        self.ends_at = opened_at + limits.total  # the stream_timeout, from the request on
         self.events = _Events(response, max_event)
         self.pending: deque[ChatChunk] = deque()
         self.malformed = 0
         self.counted = 0  # of `malformed`, those the run has counted
         self.final_given = False  # the decoder gave the chunk that carries the finish itself
         self.given = 0  # chunks handed to the caller
-        self.opened_at = time.monotonic()
+        self.opened_at = opened_at
 
     @property
     def started(self) -> bool:
@@ -154,6 +159,7 @@ class StreamOperation(ChatCall):
         limits: StreamLimits,
         provider: ProviderRuntime,
         response: httpx.Response,
+        started: float,
     ) -> OpenStream:
         # The body's reads take the read timeout in force when the first one starts: from
         # then on, a silence longer than the idle limit is a stall.
@@ -163,8 +169,9 @@ class StreamOperation(ChatCall):
             provider.name,
             response,
             adapter.decoder(provider.name, model),
-            limits.idle,
+            limits,
             provider.settings.max_response_bytes,  # one event may hold what a whole answer may
+            started,
         )
 
     def send(self, provider: ProviderRuntime, timeout: float) -> httpx.Response:
@@ -175,7 +182,7 @@ class StreamOperation(ChatCall):
             if not response.is_success:
                 response.read()  # the error's body, for the verdict
                 return response
-            stream = self._open(adapter, limits, provider, response)
+            stream = self._open(adapter, limits, provider, response, started)
             wait = started + min(timeout, limits.first_token) - time.monotonic()
             with _Alarm(response, wait) as alarm:
                 try:
@@ -202,7 +209,7 @@ class StreamOperation(ChatCall):
             if not response.is_success:
                 await response.aread()
                 return response
-            stream = self._open(adapter, limits, provider, response)
+            stream = self._open(adapter, limits, provider, response, started)
             wait = started + min(timeout, limits.first_token) - time.monotonic()
             try:
                 self._failure = await asyncio.wait_for(_afirst_chunk(stream), max(0.0, wait))
@@ -319,7 +326,7 @@ class StreamRun:
         self.gateway = gateway
         self.capability = capability
         self.chat = chat
-        self.deadline = deadline
+        self.ends_at = math.inf if deadline is None else time.monotonic() + deadline
         self.restart = restart
         self.attempts: list[Attempt] = []
         self.malformed = 0
@@ -331,6 +338,15 @@ class StreamRun:
         self._cut: tuple[str, str, str] | None = None  # (message, provider, reason) recovering
         self._cut_providers: list[str] = []
         self._restarted = False
+
+    def time_left(self) -> float | None:
+        """What is left of the caller's deadline (None: none was given) for a start."""
+        return None if self.ends_at == math.inf else max(0.0, self.ends_at - time.monotonic())
+
+    def read_window(self, stream: OpenStream) -> float:
+        """How long the next read may take: the stream's end (its stream_timeout or the
+        caller's deadline, whichever comes first) bounds the whole stream, not each read."""
+        return max(0.0, min(stream.ends_at, self.ends_at) - time.monotonic())
 
     def operation(self) -> tuple[StreamOperation, list[str] | None]:
         """A start's operation and the providers it may use (None: the whole chain)."""
@@ -401,9 +417,15 @@ class StreamRun:
             self._finish(stream)
         return None
 
-    def on_error(self, error: httpx.TransportError) -> str:
+    def on_error(self, error: httpx.TransportError | asyncio.TimeoutError) -> str:
+        """Why a read failed: a cut, a stall, or the stream's end (a timeout at its bound)."""
         stream = self.stream
         assert stream is not None
+        timed_out = isinstance(error, (httpx.ReadTimeout, asyncio.TimeoutError))
+        if timed_out and self.read_window(stream) == 0:
+            if self.ends_at <= stream.ends_at:
+                return f"cut at the call's deadline after {stream.given} chunks"
+            return f"cut at its stream_timeout ({stream.total:g}s) after {stream.given} chunks"
         if isinstance(error, httpx.ReadTimeout):
             return f"stalled (nothing for {stream.idle:g}s) after {stream.given} chunks"
         return f"cut ({type(error).__name__}) after {stream.given} chunks"
@@ -454,10 +476,17 @@ class StreamRun:
         restart = self.restart
         if restart is None:
             restart = StreamLimits.of(runtime.settings.options).restart
-        if not restart or not self._providers_left():
+        late = time.monotonic() >= self.ends_at
+        if not restart or late or not self._providers_left():
             self.complete = True
             self.stats.add("interrupted")
-            why = "no provider left to start over on" if restart else "restart is off"
+            why = (
+                "restart is off"
+                if not restart
+                else "no time left to start over"
+                if late
+                else "no provider left to start over on"
+            )
             raise StreamInterrupted(f"{message}; {why}", tuple(self.attempts), provider, reason)
         self._cut = (message, provider, reason)
         self.restarts += 1
@@ -513,8 +542,9 @@ class ChatStream(_StreamView):
                 await self._start()
                 continue
             try:
-                failure = run.on_event(await stream.events.anext())
-            except httpx.TransportError as exc:
+                event = await asyncio.wait_for(stream.events.anext(), run.read_window(stream))
+                failure = run.on_event(event)
+            except (httpx.TransportError, asyncio.TimeoutError) as exc:
                 failure = run.on_error(exc)
             if failure is not None or run.complete:
                 await stream.response.aclose()
@@ -526,7 +556,7 @@ class ChatStream(_StreamView):
         op, providers = run.operation()
         try:
             result = await run.gateway.acall(
-                run.capability, op, defer=False, deadline=run.deadline, providers=providers
+                run.capability, op, defer=False, deadline=run.time_left(), providers=providers
             )
         except CallFailed as error:
             failure = run.start_failed(error)
@@ -570,7 +600,9 @@ class SyncChatStream(_StreamView):
                 self._start()
                 continue
             try:
-                failure = run.on_event(stream.events.next())
+                with attempt_deadline(run.read_window(stream)):  # each socket read within it
+                    event = stream.events.next()
+                failure = run.on_event(event)
             except httpx.TransportError as exc:
                 failure = run.on_error(exc)
             if failure is not None or run.complete:
@@ -583,7 +615,7 @@ class SyncChatStream(_StreamView):
         op, providers = run.operation()
         try:
             result = run.gateway.call(
-                run.capability, op, defer=False, deadline=run.deadline, providers=providers
+                run.capability, op, defer=False, deadline=run.time_left(), providers=providers
             )
         except CallFailed as error:
             failure = run.start_failed(error)

@@ -194,7 +194,9 @@ Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 class StreamOptions(BaseModel):
     """The keys every llm kind takes for `gw.llm.stream`: `first_token_timeout`, how long the
     first chunk may take once the request is sent (longer, and the attempt fails over);
-    `idle_timeout`, the longest silence after it (longer, and the stream has stalled); and
+    `idle_timeout`, the longest silence after it (longer, and the stream has stalled);
+    `stream_timeout`, the longest one provider's stream may run from its request on (longer,
+    and it is cut there: a provider that never stops can't hold a caller forever); and
     `restart`: a stream cut or stalled on this provider starts over on the next one of the
     chain (false: it ends in StreamInterrupted)."""
 
@@ -202,6 +204,7 @@ class StreamOptions(BaseModel):
 
     first_token_timeout: Duration = 10.0
     idle_timeout: Duration = 30.0
+    stream_timeout: Duration = 600.0
     restart: bool = True
 
 
@@ -212,6 +215,7 @@ _DEFAULT = StreamOptions()
 class StreamLimits:
     first_token: float
     idle: float
+    total: float
     restart: bool
 
     @classmethod
@@ -220,6 +224,7 @@ class StreamLimits:
         return cls(
             _duration(options.get("first_token_timeout", _DEFAULT.first_token_timeout)),
             _duration(options.get("idle_timeout", _DEFAULT.idle_timeout)),
+            _duration(options.get("stream_timeout", _DEFAULT.stream_timeout)),
             bool(options.get("restart", _DEFAULT.restart)),
         )
 
