@@ -23,6 +23,7 @@ from resilient.per_loop import PerLoop
 from resilient.runtime import ProviderRuntime
 from resilient.settings import GatewaySettings, ProviderSettings, RetrySettings
 from resilient.transport import AsyncResilientTransport, ResilientTransport
+from resilient.transport_deadline import deadline_transport
 
 
 class _Options(BaseModel):
@@ -267,8 +268,12 @@ def wrap_transports(client: Any, wrap: Callable[[Any], Any]) -> None:
 
 def bridge_client(runtime: ProviderRuntime, **options: Any) -> httpx.Client:
     """The httpx client a bridged SDK (stripe, sendgrid, twilio) sends through: httpx.Client
-    `options` (the SDK's timeout, TLS, proxy), on the pipeline, each body read in its attempt."""
+    `options` (the SDK's timeout, TLS, proxy), on the pipeline, each body read in its attempt
+    (and, without a proxy, each socket operation within the attempt's deadline)."""
     cap = runtime.settings.max_response_bytes
+    transport = deadline_transport(options.get("verify", True), options.get("proxy"))
+    if transport is not None:
+        options = {**options, "transport": transport}
     client = LeanClient(max_response_bytes=cap, **options)
     wrap_transports(client, lambda transport: SdkTransport(runtime, ReadWhole(transport, cap)))
     return client

@@ -147,12 +147,13 @@ class _Body(httpx.SyncByteStream):
 
 
 class DeadlineTransport(httpx.BaseTransport):
-    """httpx's HTTP/1.1 transport, verifying TLS as httpx does, on a deadline-bound pool."""
+    """httpx's HTTP/1.1 transport, verifying TLS as httpx does (or as `verify` says, in httpx's
+    terms), on a deadline-bound pool."""
 
-    def __init__(self) -> None:
+    def __init__(self, verify: ssl.SSLContext | bool = True) -> None:
         limits = httpx.Limits()  # httpx's defaults, as its own transport has them
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=httpx.create_ssl_context(verify=verify),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -183,7 +184,9 @@ class DeadlineTransport(httpx.BaseTransport):
         self._pool.close()
 
 
-def deadline_transport() -> DeadlineTransport | None:
+def deadline_transport(
+    verify: ssl.SSLContext | bool = True, proxy: str | None = None
+) -> DeadlineTransport | None:
     """The pool for a provider's sync client; None (httpx's own, bounded per phase only) when
-    the environment names a proxy, which httpx honours only with its own transport."""
-    return None if urllib.request.getproxies() else DeadlineTransport()
+    a proxy is named, here or in the environment: httpx honours it only with its own transport."""
+    return None if proxy or urllib.request.getproxies() else DeadlineTransport(verify)

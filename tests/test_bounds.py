@@ -10,6 +10,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -144,3 +145,28 @@ async def test_a_dripping_answer_ends_by_the_call_deadline(drip: str, mode: str,
     elapsed = time.monotonic() - started
     await gw.aclose()
     assert elapsed < 4.0  # 1.5 s and the documented slack; a busy machine gets room
+
+
+@pytest.mark.parametrize("path", ["/head", "/body"])
+def test_a_drop_in_sdk_call_ends_by_its_attempt_deadline(drip: str, path: str) -> None:
+    """The blocking SDK bridges (sendgrid here; stripe and twilio share it) hold the attempt's
+    deadline as the gateway's own calls do: a dripping answer ends at 1.5 s, not after 25 s."""
+    from sendgrid.helpers.mail import Mail
+
+    from providers.sendgrid import SendGridAPIClient
+    from resilient.gateway import Gateway
+    from resilient.settings import GatewaySettings, TimeoutSettings
+
+    timeouts = TimeoutSettings(connect=1.0, read=1.0, write=1.0, attempt=1.5)
+    settings = replace(
+        provider("sendgrid", drip + path, retry=RetrySettings(attempts=1), timeouts=timeouts),
+        kind="sendgrid",
+    )
+    sg = SendGridAPIClient(
+        "SG.test-key", gateway=Gateway(GatewaySettings(providers={"sendgrid": settings}))
+    )
+    mail = Mail(from_email="a@x.io", to_emails="b@x.io", subject="Hi", html_content="<p>hi</p>")
+    started = time.monotonic()
+    with pytest.raises(Exception):
+        sg.send(mail)
+    assert time.monotonic() - started < 4.0  # 1.5 s and the documented slack
