@@ -652,7 +652,7 @@ async def test_the_callers_deadline_bounds_the_whole_stream(
     gw = gateway(simulator)
     started = asyncio.get_running_loop().time()
     try:
-        with pytest.raises(StreamInterrupted, match="call's deadline.*no time left"):
+        with pytest.raises(StreamInterrupted, match=r"call's deadline.*no time left"):
             await collect(gw, mode, deadline=1.0)
     finally:
         await gw.aclose()

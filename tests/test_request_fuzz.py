@@ -572,6 +572,34 @@ def test_a_lone_surrogate_in_an_attachment_is_rejected_by_name(field_name: str) 
         ),
         ({"tools": [{"name": f"lookup{LONE}"}]}, "a tool's name"),
         ({"tools": [{"name": "lookup", "description": f"Looks{LONE}"}]}, "a tool's description"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "c", "name": "f", "arguments": {"city": LONE}}],
+                    }
+                ]
+            },
+            "a tool call's arguments",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "c", "name": "f", "arguments": f'{{"city": "{LONE}"}}'}
+                        ],
+                    }
+                ]
+            },
+            "a tool call's arguments",
+        ),
+        (
+            {"tools": [{"name": "lookup", "parameters": {"type": "object", "title": LONE}}]},
+            "tool 'lookup''s parameters",
+        ),
     ],
     ids=[
         "model",
@@ -581,6 +609,9 @@ def test_a_lone_surrogate_in_an_attachment_is_rejected_by_name(field_name: str) 
         "call-name",
         "tool-name",
         "tool-description",
+        "call-arguments",
+        "call-arguments-as-json-text",
+        "tool-parameters",
     ],
 )
 def test_a_lone_surrogate_in_a_chat_is_rejected_by_name(fields: dict[str, Any], what: str) -> None:
@@ -588,6 +619,17 @@ def test_a_lone_surrogate_in_a_chat_is_rejected_by_name(fields: dict[str, Any], 
     with pytest.raises(InvalidRequest) as raised:
         ChatRequest.of(**chat)
     assert str(raised.value) == f"chat: {what} contains a lone surrogate, which UTF-8 cannot encode"
+
+
+@pytest.mark.parametrize(
+    "arguments", [{"n": float("nan")}, {"when": object()}], ids=["nan", "object"]
+)
+def test_tool_arguments_that_are_not_plain_json_are_rejected(arguments: dict[str, Any]) -> None:
+    call = {"id": "c", "name": "f", "arguments": arguments}
+    chat = {**VALID["llm"], "temperature": None, "max_tokens": None, "tools": None}
+    chat["messages"] = [{"role": "assistant", "tool_calls": [call]}]
+    with pytest.raises(InvalidRequest, match="a tool call's arguments are not plain JSON"):
+        ChatRequest.of(**chat)
 
 
 ANY_TEXT = st.text(st.one_of(st.characters(), SURROGATE), max_size=12)

@@ -118,6 +118,18 @@ def _encodable(what: str, value: object) -> None:
         raise InvalidRequest(f"chat: {what} contains a lone surrogate, which UTF-8 cannot encode")
 
 
+def _json_encodable(what: str, value: object) -> None:
+    """A structure the JSON sent can hold: plain JSON values, text UTF-8 can encode, no NaN."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            f"chat: {what} contains a lone surrogate, which UTF-8 cannot encode"
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"chat: {what} are not plain JSON ({exc})") from None
+
+
 def _is_list(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
@@ -149,6 +161,7 @@ def _message(message: Mapping[str, Any]) -> Mapping[str, Any]:
         for call in checked:
             _encodable("a tool call's id", call.id)
             _encodable("a tool call's name", call.name)
+            _json_encodable("a tool call's arguments", call.arguments)
         return {**message, "tool_calls": checked}
     return dict(message)
 
@@ -193,6 +206,7 @@ def _tool(tool: Mapping[str, Any]) -> Tool:
     parameters = fields.get("parameters") or {"type": "object", "properties": {}}
     if not isinstance(parameters, Mapping):
         raise InvalidRequest(f"chat: tool {name!r}: parameters must be a JSON schema object")
+    _json_encodable(f"tool {name!r}'s parameters", parameters)
     return Tool(name, fields.get("description"), parameters)
 
 
