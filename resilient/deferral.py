@@ -8,14 +8,10 @@ the backend through the `resilient.deferral` entry point, so it never imports `q
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from resilient.errors import ResilientError
 from resilient.result import Attempt
-
-if TYPE_CHECKING:
-    from resilient.gateway import Gateway
 
 
 @runtime_checkable
@@ -52,16 +48,3 @@ def decode_operation(kind: str, payload: Mapping[str, Any]) -> Any:
     except KeyError:
         raise ResilientError(f"no decoder for parked operations of kind {kind!r}") from None
     return decoder(payload)
-
-
-def create_backend(gateway: Gateway) -> DeferralBackend:
-    """The installed backend (the `queues` package), built for this gateway's settings."""
-    found = entry_points(group="resilient.deferral")
-    if not found:
-        raise ResilientError(
-            "a capability has defer = true but no deferral backend is installed "
-            "(the `queues` package of resilient-gateway registers one)"
-        )
-    factory = next(iter(found)).load()
-    backend: DeferralBackend = factory(gateway)
-    return backend

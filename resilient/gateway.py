@@ -1,26 +1,28 @@
-"""The Gateway: providers built once from config, capabilities on top, and the call path
-(ledger, chain, parking, result). Its ops methods delegate to `resilient.ops`."""
+"""The Gateway: providers built once from config (a Roster, which ops' overrides and reloads
+change), capabilities on top, and the call path (ledger, chain, parking, result)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Generator, Sequence
+from importlib.metadata import entry_points
 from types import TracebackType
 from typing import Any, cast
 
 import httpx
 
 from resilient import http_capability as _http_capability  # registers the "http" facade
-from resilient import ops as live_ops
 from resilient import registry
 from resilient.chain import ChainOutcome, Holding, chain_plan
-from resilient.deferral import DeferrableOperation, DeferralBackend, create_backend
+from resilient.deferral import DeferrableOperation, DeferralBackend
 from resilient.errors import (
     AmbiguousOutcome,
     CallFailed,
     ChainExhausted,
+    ConfigError,
     DeadlineExceeded,
     FatalError,
     InvalidRequest,
@@ -32,10 +34,12 @@ from resilient.executors import run_async, run_sync
 from resilient.ledger import AMBIGUOUS, CLAIMED, DEFERRED, DELIVERED, Ledger, LedgerEntry, Settle
 from resilient.ledger.redis import RedisLedger
 from resilient.ledger.sqlite import SqliteLedger, ledger_path
+from resilient.ops import OpsLoop
 from resilient.overrides import OverrideState
 from resilient.pipeline import Operation
 from resilient.policy.outcome_class import Outcome
 from resilient.result import Attempt, Result, Status
+from resilient.roster import Roster
 from resilient.runtime import ProviderRuntime
 from resilient.settings import GatewaySettings, ProviderSettings
 from resilient.shared_breaker import SharedBreakerStorage
@@ -66,28 +70,33 @@ class Gateway:
         """`background_replay=False`: park deferrals but leave replaying to `resilient worker`.
         `ops=False`: no ops loop (no live overrides, no published status). `ledger`: where
         operations are claimed (default: SQLite beside the spool, or Redis when configured)."""
-        self.settings = settings or GatewaySettings()
+        settings = settings or GatewaySettings()
         self.background_replay = background_replay
         self.events = EventBus()
         self.events.subscribe(log_event)
         self._transports = (transport, async_transport)
-        self._shared = self._shared_redis()
-        self._providers = {name: self._runtime(ps) for name, ps in self.settings.providers.items()}
-        self._chains = {
-            name: tuple(self._providers[p] for p in cap.chain)
-            for name, cap in self.settings.capabilities.items()
-        }
+        self._shared = self._shared_redis(settings.redis_url)
+        self._async_client = settings.async_client
+        self._roster = Roster(settings, self._runtime)
         self._facades: dict[str, Any] = {}
         self._sync_facades: dict[str, Any] = {}
         self.sync = SyncGateway(self)
         self._lock = threading.Lock()
         self._ledger = ledger
         self._deferral: DeferralBackend | None = None
-        if any(cap.defer for cap in self.settings.capabilities.values()):
-            self._deferral = create_backend(self)  # the embedded one replays while we are open
-        self.overrides = OverrideState()
-        self._next_lapse = float("inf")
-        self._ops = live_ops.OpsLoop(self) if ops else None
+        if any(cap.defer for cap in settings.capabilities.values()):
+            self._deferral = self._deferral_backend()  # the embedded one replays while open
+        self._ops = OpsLoop(self) if ops else None
+
+    @property
+    def settings(self) -> GatewaySettings:
+        """The config in force (a reload replaces it)."""
+        return self._roster.settings
+
+    @property
+    def overrides(self) -> OverrideState:
+        """Ops' live overrides in force."""
+        return self._roster.overrides
 
     def _runtime(self, settings: ProviderSettings) -> ProviderRuntime:
         shared = self._shared
@@ -96,20 +105,32 @@ class Gateway:
             self.events,
             transport=self._transports[0],
             async_transport=self._transports[1],
-            async_client=self.settings.async_client,
+            async_client=self._async_client,
             breaker_storage=SharedBreakerStorage(shared, settings.name) if shared else None,
             shared_redis=shared,
         )
 
-    def _shared_redis(self) -> Any:
+    @staticmethod
+    def _shared_redis(url: str | None) -> Any:
         """The Redis client breakers share state through, when the config names one."""
-        if not self.settings.redis_url:
+        if not url:
             return None
         import redis
 
-        return redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-        )
+        return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    def _deferral_backend(self) -> DeferralBackend:
+        """The installed backend (the `queues` package, found through the
+        `resilient.deferral` entry point, so the core never imports it), built for us."""
+        found = entry_points(group="resilient.deferral")
+        if not found:
+            raise ResilientError(
+                "a capability has defer = true but no deferral backend is installed "
+                "(the `queues` package of resilient-gateway registers one)"
+            )
+        factory = next(iter(found)).load()
+        backend: DeferralBackend = factory(self)
+        return backend
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Gateway:
@@ -121,17 +142,18 @@ class Gateway:
     # -- providers and capabilities ----------------------------------------------------------
 
     def provider(self, name: str) -> ProviderRuntime:
+        providers = self._roster.providers
         try:
-            return self._providers[name]
+            return providers[name]
         except KeyError:
             raise ResilientError(
                 f"no provider {name!r} in {self.settings.source}; "
-                f"configured: {', '.join(self._providers) or 'none'}"
+                f"configured: {', '.join(providers) or 'none'}"
             ) from None
 
     @property
     def providers(self) -> dict[str, ProviderRuntime]:
-        return dict(self._providers)
+        return dict(self._roster.providers)
 
     def capability(self, name: str) -> Any:
         """The async facade of capability `name` (what `gw.<name>` returns)."""
@@ -145,31 +167,28 @@ class Gateway:
     def _facade(self, name: str, cache: dict[str, Any], *, sync: bool) -> Any:
         facade = cache.get(name)
         if facade is None:
-            if name not in self._chains:
+            chains = self._roster.chains
+            if name not in chains:
                 raise AttributeError(
                     f"no capability {name!r} in {self.settings.source}; "
-                    f"configured: {', '.join(self._chains) or 'none'}"
+                    f"configured: {', '.join(chains) or 'none'}"
                 )
-            kinds = registry.facade(self._capability_kind(name))
+            kinds = registry.facade(self._roster.capability_kind(name))
             make = kinds.sync_facade if sync else kinds.async_facade
             facade = cache[name] = make(self, name)
         return facade
-
-    def _capability_kind(self, name: str) -> str:
-        """The facade follows the providers' kinds; plain "http" providers fit under any."""
-        kinds = {registry.get(rt.settings.kind).capability for rt in self._chains[name]}
-        return next(iter(kinds - {"http"}), "http")
 
     # -- calls ------------------------------------------------------------------------------
 
     def chain(self, capability: str) -> tuple[ProviderRuntime, ...]:
         """The providers of `capability`, in fallback order."""
+        chains = self._roster.chains
         try:
-            return self._chains[capability]
+            return chains[capability]
         except KeyError:
             raise ResilientError(
                 f"no capability {capability!r} in {self.settings.source}; "
-                f"configured: {', '.join(self._chains) or 'none'}"
+                f"configured: {', '.join(chains) or 'none'}"
             ) from None
 
     @property
@@ -177,7 +196,7 @@ class Gateway:
         """The deferral backend (created on first use when no capability defers by default)."""
         with self._lock:
             if self._deferral is None:
-                self._deferral = create_backend(self)
+                self._deferral = self._deferral_backend()
             return self._deferral
 
     def call_deadline(self, capability: str) -> float:
@@ -292,7 +311,7 @@ class Gateway:
         return once_plan(
             capability,
             chain,
-            self._providers,
+            self._roster.providers,
             cast(LedgeredOperation, op),
             until,
             self.events,
@@ -339,7 +358,7 @@ class Gateway:
         entry = self.ledger.get(ledgered.operation_id)
         if entry is None or entry.state != AMBIGUOUS:
             return entry, ()
-        rt = self._providers.get(entry.provider or "")
+        rt = self._roster.providers.get(entry.provider or "")
         if rt is None or not ledgered.can_look_up(rt):
             return entry, ()
         plan = reconcile_plan(ledgered, rt, entry, rt.clock() + rt.natural_deadline())
@@ -407,33 +426,72 @@ class Gateway:
             error, text = ChainExhausted, "no provider could serve the call"
         raise error(f"{capability}: {text}", end.attempts, end.response) from end.error
 
-    # -- ops: live overrides, config reload, status (their bodies are in resilient.ops) -----
+    # -- ops: live overrides, config reload, status -----------------------------------------
+
+    @property
+    def ops(self) -> OpsLoop:
+        """The ops loop: live overrides, config reloads and published status."""
+        if self._ops is None:
+            raise ResilientError("this gateway was built with ops=False: it has no ops loop")
+        return self._ops
 
     def apply_overrides(self, state: OverrideState) -> None:
         """Make ops' live overrides take effect (the ops loop calls this; any thread may)."""
-        live_ops.apply_overrides(self, state)
+        self._roster.apply(state)
 
     def overrides_lapse(self) -> bool:
         """Whether a time-limited override has run out since the overrides were applied."""
-        return live_ops.overrides_lapse(self)
+        return self._roster.overrides_lapse()
 
     def chain_fits(self, capability: str, names: Sequence[str]) -> bool:
         """A chain override may only name known providers whose kind serves the capability."""
-        return live_ops.chain_fits(self, capability, names)
+        return self._roster.chain_fits(capability, names)
 
     def status(self) -> dict[str, Any]:
         """Every provider, chain and the deferral queue now, as plain JSON-ready data."""
-        return live_ops.status(self)
+        queue: dict[str, Any] | None = None
+        store = getattr(self._deferral, "store", None)
+        if store is not None:
+            try:
+                queue = dict(store.stats())
+            except Exception as exc:  # the status of a broken store is that it is broken
+                queue = {"error": type(exc).__name__}
+        roster = self._roster
+        return {
+            "source": roster.settings.source,
+            "at": time.time(),
+            "providers": {name: rt.status() for name, rt in roster.providers.items()},
+            "capabilities": {
+                name: {"chain": [rt.name for rt in chain]} for name, chain in roster.chains.items()
+            },
+            "queue": queue,
+        }
 
     def reload(self, settings: GatewaySettings) -> list[str]:
         """Swap in a new config at once. Providers whose settings changed (or are new) are
         rebuilt and start afresh; the others keep their breaker, limiter and clients. Returns
         the rebuilt names. Where state lives (Redis, spool, encryption key) needs a restart."""
-        return live_ops.reload(self, settings)
+        current = self.settings
+        if (settings.redis_url, settings.spool_path, settings.encryption_key) != (
+            current.redis_url,
+            current.spool_path,
+            current.encryption_key,
+        ):
+            raise ConfigError(
+                settings.source,
+                "gateway",
+                "redis_url, spool_path and encryption_key change only with a restart",
+            )
+        rebuilt, retired = self._roster.reload(settings)
+        self._facades.clear()
+        self._sync_facades.clear()
+        for rt in retired:
+            rt.close()
+        return rebuilt
 
     def reload_on_sighup(self) -> None:
         """Reload the config file on SIGHUP too (opt-in: call it from the main thread)."""
-        live_ops.reload_on_sighup(self)
+        self.ops.reload_on_sighup()
 
     @property
     def reload_error(self) -> str | None:
@@ -462,7 +520,7 @@ class Gateway:
             self._deferral.close()
         if self._ledger is not None:
             self._ledger.close()
-        for rt in self._providers.values():
+        for rt in self._roster.providers.values():
             rt.close()
 
     async def aclose(self) -> None:
@@ -472,7 +530,7 @@ class Gateway:
             await asyncio.to_thread(self._deferral.close)
         if self._ledger is not None:
             await asyncio.to_thread(self._ledger.close)
-        for rt in self._providers.values():
+        for rt in self._roster.providers.values():
             await rt.aclose()
 
     def __enter__(self) -> Gateway:

@@ -20,7 +20,7 @@ from resilient.runtime import ProviderRuntime
 from resilient.transport import SAFE_METHODS
 
 if TYPE_CHECKING:
-    from resilient.gateway import Gateway
+    from resilient.caller import Caller
 
 
 # Never parked: credentials are resolved from config at replay, not stored with the request.
@@ -160,7 +160,7 @@ class HttpOperation:
 class HttpFacade:
     """`gw.<capability>` for a chain of "http" providers."""
 
-    def __init__(self, gateway: Gateway, capability: str) -> None:
+    def __init__(self, gateway: Caller, capability: str) -> None:
         self._gateway = gateway
         self.capability = capability
 
@@ -184,7 +184,7 @@ class HttpFacade:
 class SyncHttpFacade:
     """`gw.sync.<capability>`: the same, blocking."""
 
-    def __init__(self, gateway: Gateway, capability: str) -> None:
+    def __init__(self, gateway: Caller, capability: str) -> None:
         self._gateway = gateway
         self.capability = capability
 

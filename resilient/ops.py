@@ -5,8 +5,8 @@ changed and publishes the gateway's status. Overrides come from the override sto
 the local file). Status goes to a status board (Redis keys that expire, or one file per process
 beside the overrides file), where `resilient status` reads every running process's view. If
 Redis is unreachable the loop keeps the last overrides it applied and tries again next tick:
-serving never waits on it. The functions at the end are the bodies of the gateway's ops methods
-(`gw.apply_overrides`, `gw.reload`, `gw.status`, ...): they work on that gateway's state.
+serving never waits on it. The loop changes the gateway only through the methods named in
+`Operated`; the gateway owns the loop (`gw.ops`).
 """
 
 from __future__ import annotations
@@ -18,30 +18,37 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from resilient import registry
-from resilient.errors import ConfigError, ResilientError
+from resilient.errors import ResilientError
 from resilient.overrides import (
     FileOverrideStore,
     OverrideState,
     OverrideStore,
-    ProviderOverride,
     RedisOverrideStore,
 )
-from resilient.secrets import redact
-from resilient.units import parse_rate
-
-if TYPE_CHECKING:
-    from resilient.gateway import Gateway
-    from resilient.settings import GatewaySettings
+from resilient.settings import GatewaySettings
 
 TICK = 1.0  # seconds: a change is live in every process within about this long
 STATUS_TTL = 10.0  # seconds a published status counts as current
 
 logger = logging.getLogger("resilient")
+
+
+class Operated(Protocol):
+    """What the ops loop needs of the gateway it runs for."""
+
+    @property
+    def settings(self) -> GatewaySettings: ...
+
+    def apply_overrides(self, state: OverrideState) -> None: ...
+
+    def overrides_lapse(self) -> bool: ...
+
+    def reload(self, settings: GatewaySettings) -> list[str]: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 class StatusBoard(Protocol):
@@ -107,15 +114,15 @@ class RedisStatusBoard:
         self._redis.delete(self._key)
 
 
-def stores_for(gateway: Gateway) -> tuple[OverrideStore, StatusBoard]:
-    """Redis when the gateway has one, else files beside `overrides_path`."""
-    url = gateway.settings.redis_url
+def stores_for(settings: GatewaySettings) -> tuple[OverrideStore, StatusBoard]:
+    """Redis when the config names one, else files beside `overrides_path`."""
+    url = settings.redis_url
     if url:
         import redis
 
         client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         return RedisOverrideStore(client), RedisStatusBoard(client)
-    path = Path(gateway.settings.overrides_path)
+    path = Path(settings.overrides_path)
     return FileOverrideStore(path), FileStatusBoard(path.parent / "status")
 
 
@@ -129,9 +136,12 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 class OpsLoop:
-    def __init__(self, gateway: Gateway) -> None:
+    """The loop's thread and what it remembers: the overrides version applied, the config file
+    seen, and why the last reload failed."""
+
+    def __init__(self, gateway: Operated) -> None:
         self._gateway = gateway
-        self.store, self.board = stores_for(gateway)
+        self.store, self.board = stores_for(gateway.settings)
         self._applied = -1
         self._config = Path(gateway.settings.source)
         self._config_seen = _stamp(self._config)
@@ -182,6 +192,10 @@ class OpsLoop:
             return False
         return True
 
+    def reload_on_sighup(self) -> None:
+        """Reload the config file on SIGHUP too (from the main thread, as signals need)."""
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_config(force=True))
+
     def _run(self) -> None:
         while True:
             self.tick()
@@ -195,110 +209,3 @@ class OpsLoop:
             self.board.withdraw()
         except Exception as exc:
             logger.debug("ops loop: could not withdraw status: %s", exc)
-
-
-# -- the bodies of the gateway's ops methods ---------------------------------------------------
-
-
-def apply_overrides(gateway: Gateway, state: OverrideState) -> None:
-    """Each provider's enabled flag, breaker hold and rate limit, then every chain, as `state`
-    says (as configured where it says nothing); a chain override that does not fit is ignored."""
-    now = time.time()
-    for name, rt in gateway._providers.items():
-        override = state.providers.get(name, ProviderOverride())
-        enabled = override.enabled_now(now)
-        rt.enabled = rt.settings.enabled if enabled is None else enabled
-        rt.breaker.hold(override.breaker)
-        rate = parse_rate(override.rate_limit) if override.rate_limit else rt.settings.rate_limit
-        if rt.limiter.rate != rate:
-            rt.limiter = rt.make_limiter(rate)
-    chains = {}
-    for capability, configured in gateway.settings.capabilities.items():
-        names = state.chains.get(capability)
-        if names is not None and not chain_fits(gateway, capability, names):
-            logger.warning("ops: ignoring chain override %s for %s", names, capability)
-            names = None
-        chains[capability] = tuple(gateway._providers[n] for n in names or configured.chain)
-    gateway._chains = chains
-    if state.version != gateway.overrides.version:
-        for change in state.log[len(gateway.overrides.log) :][-20:]:
-            logger.info("ops: %s", redact(json.dumps(change, sort_keys=True)))
-    gateway.overrides = state
-    gateway._next_lapse = min(
-        (o.until for o in state.providers.values() if o.until is not None and o.until > now),
-        default=float("inf"),
-    )
-
-
-def overrides_lapse(gateway: Gateway) -> bool:
-    return time.time() >= gateway._next_lapse
-
-
-def chain_fits(gateway: Gateway, capability: str, names: Sequence[str]) -> bool:
-    if not names or len(set(names)) != len(names):
-        return False
-    wanted = gateway._capability_kind(capability)
-    return all(
-        n in gateway._providers
-        and registry.get(gateway._providers[n].settings.kind).capability in (wanted, "http")
-        for n in names
-    )
-
-
-def reload(gateway: Gateway, settings: GatewaySettings) -> list[str]:
-    """Keep the runtimes whose settings are unchanged, build the others, swap them in under the
-    gateway's lock with the overrides re-applied, then close the retired ones."""
-    current = gateway.settings
-    if (settings.redis_url, settings.spool_path, settings.encryption_key) != (
-        current.redis_url,
-        current.spool_path,
-        current.encryption_key,
-    ):
-        raise ConfigError(
-            settings.source,
-            "gateway",
-            "redis_url, spool_path and encryption_key change only with a restart",
-        )
-    kept = {
-        n: rt for n, rt in gateway._providers.items() if settings.providers.get(n) == rt.settings
-    }
-    providers = {
-        name: kept.get(name) or gateway._runtime(ps) for name, ps in settings.providers.items()
-    }
-    with gateway._lock:
-        retired = [rt for n, rt in gateway._providers.items() if kept.get(n) is not rt]
-        gateway._providers = providers
-        gateway.settings = settings
-        gateway._facades.clear()
-        gateway._sync_facades.clear()
-        apply_overrides(gateway, gateway.overrides)  # rebuilds the chains on the new config
-    for rt in retired:
-        rt.close()
-    return sorted(set(providers) - set(kept))
-
-
-def reload_on_sighup(gateway: Gateway) -> None:
-    loop = gateway._ops
-    if loop is None:
-        raise ResilientError("reloading needs the ops loop (a gateway built with ops=True)")
-    signal.signal(signal.SIGHUP, lambda *_: loop.reload_config(force=True))
-
-
-def status(gateway: Gateway) -> dict[str, Any]:
-    queue: dict[str, Any] | None = None
-    if gateway._deferral is not None:
-        store = getattr(gateway._deferral, "store", None)
-        if store is not None:
-            try:
-                queue = dict(store.stats())
-            except Exception as exc:  # the status of a broken store is that it is broken
-                queue = {"error": type(exc).__name__}
-    return {
-        "source": gateway.settings.source,
-        "at": time.time(),
-        "providers": {name: rt.status() for name, rt in gateway._providers.items()},
-        "capabilities": {
-            name: {"chain": [rt.name for rt in chain]} for name, chain in gateway._chains.items()
-        },
-        "queue": queue,
-    }

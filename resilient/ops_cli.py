@@ -63,7 +63,7 @@ def _gateway(args: argparse.Namespace) -> Gateway:
 
 def _providers(args: argparse.Namespace) -> int:
     gateway = _gateway(args)
-    store, _ = stores_for(gateway)
+    store, _ = stores_for(gateway.settings)
     try:
         if args.verb == "list":
             state = store.load()
@@ -106,7 +106,7 @@ def _providers(args: argparse.Namespace) -> int:
 
 def _chain(args: argparse.Namespace) -> int:
     gateway = _gateway(args)
-    store, _ = stores_for(gateway)
+    store, _ = stores_for(gateway.settings)
     try:
         gateway.chain(args.capability)  # unknown capability: a clear error
         if args.reset:
@@ -126,7 +126,7 @@ def _chain(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     gateway = _gateway(args)
-    store, board = stores_for(gateway)
+    store, board = stores_for(gateway.settings)
     try:
         state = store.load()
         report = {

@@ -176,7 +176,7 @@ def test_status_shows_running_processes_and_recent_changes(config: Path, gateway
     served_by(gateway)
     cli(config, "providers", "disable", "b", "--reason", "maintenance")
     soon(lambda: not gateway.provider("b").enabled)
-    gateway._ops.tick()  # type: ignore[union-attr]  # publish now rather than within a second
+    gateway.ops.tick()  # publish now rather than within a second
     report = cli(config, "status")
     (process,) = [p for p in report["processes"].values() if p["source"] == str(config)]
     assert process["providers"]["b"]["enabled"] is False

@@ -220,7 +220,7 @@ def test_rediss_urls_are_accepted_and_every_client_speaks_tls(
     with Gateway(settings_from_mapping(config(api, tmp_path, tls)), ops=False) as gw:
         backend = gw.deferral
         assert isinstance(backend, RedisBackend)
-        store, board = stores_for(gw)
+        store, board = stores_for(gw.settings)
         clients: list[Any] = [
             backend.redis._redis,
             gw.ledger._redis,  # type: ignore[attr-defined]
