@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from typing import Any
 
 import pytest
 
@@ -28,9 +29,11 @@ from tests.conftest import send_message as send
 _RETRY = {"attempts": 2, "backoff": "10ms..20ms"}
 # Attempt timeouts a busy machine's answers always meet, where no timeout is under test.
 _TIMEOUT = {"connect": "5s", "attempt": "5s"}
-# Short ones where an outcome that may have sent the message is: they make the chain's natural
-# deadline too short to look the message up during the call (only a retry does).
-_SHORT = {"connect": "300ms", "attempt": "300ms"}
+# Where an outcome that may have sent the message is under test: attempts a busy machine's
+# answers meet, and a call deadline shorter than a pause and a lookup (exactly_once: the
+# message can't be looked up during the call, only by a retry).
+_SHORT = {"connect": "2s", "attempt": "2s"}
+_SHORT_CALL = "2500ms"
 
 
 def email(key: str | None = None) -> Email:
@@ -43,7 +46,15 @@ def email(key: str | None = None) -> Email:
     )
 
 
-def gateway(sendgrid_url: str, mailgun_url: str, timeout: dict[str, str] = _TIMEOUT) -> Gateway:
+def gateway(
+    sendgrid_url: str,
+    mailgun_url: str,
+    timeout: dict[str, str] = _TIMEOUT,
+    call_timeout: str | None = None,
+) -> Gateway:
+    capability: dict[str, Any] = {"chain": ["sendgrid", "mailgun"]}
+    if call_timeout is not None:
+        capability["timeout"] = call_timeout
     return Gateway(
         settings_from_mapping(
             {
@@ -64,7 +75,7 @@ def gateway(sendgrid_url: str, mailgun_url: str, timeout: dict[str, str] = _TIME
                         "timeout": timeout,
                     },
                 },
-                "capabilities": {"email": {"chain": ["sendgrid", "mailgun"]}},
+                "capabilities": {"email": capability},
             }
         )
     )
@@ -148,7 +159,7 @@ async def test_never_sent_elsewhere_after_maybe_sent(
     feed lags), so that one stays ambiguous."""
     sendgrid, mailgun = providers
     simulator.inject(MAYBE_SENT[outcome], prefix="/sendgrid")
-    gw = gateway(simulator.url("/sendgrid"), simulator.url("/mailgun"), _SHORT)
+    gw = gateway(simulator.url("/sendgrid"), simulator.url("/mailgun"), _SHORT, _SHORT_CALL)
     message = email()
     try:
         with pytest.raises(AmbiguousOutcome) as raised:

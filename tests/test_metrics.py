@@ -121,7 +121,8 @@ async def test_breaker_state_is_read_live_at_scrape(
 ) -> None:
     sim = two_providers
     sim.inject(Fault.status(503), prefix="/a")
-    tripping = BreakerSettings(min_calls=3, window=5.0, open_for=0.3, open_for_max=0.3)
+    # open long enough that a busy machine reads it open after the calls that trip it
+    tripping = BreakerSettings(min_calls=3, window=5.0, open_for=2.0, open_for_max=2.0)
     with make_gateway(
         provider("a", sim.url("/a"), breaker=tripping), provider("b", sim.url("/b"))
     ) as gw:
@@ -138,7 +139,7 @@ async def test_breaker_state_is_read_live_at_scrape(
         assert value(registry, "resilient_rejections_total", provider="a", by="breaker") >= 1
         # Past its open period the breaker reads half-open: no call and no event in between,
         # so only a live read at scrape time can see it.
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(2.1)
         assert value(registry, "resilient_breaker_state", provider="a") == 1
         gw.provider("a").enabled = False
         assert value(registry, "resilient_provider_enabled", provider="a") == 0
